@@ -1,0 +1,350 @@
+"""The HTTP API: thin handlers that turn requests into calls on the store, hub and worker.
+
+Every error leaves through :func:`error_response` in the one error shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import __version__
+from .errors import ApiError, BadRequest, EmptyUpload, InvalidOptions, NotFinished, NotFound, UnsupportedType
+from .hub import Hub
+from .intake import MultipartReceiver, SpoolFile, receive_raw
+from .jobs import ErrorCode, JobState, new_job_id, parse_pages
+from .schemas import Contract
+from .settings import Settings
+from .sniff import sniff
+from .store import NewJob, Store
+from .streams import event_stream_response, global_events, job_events
+from .worker import Worker
+
+log = logging.getLogger("pagestream.api")
+
+API = "/api/v1"
+
+T = TypeVar("T")
+
+
+@dataclass
+class Services:
+    """What the handlers work with; built by the app factory's lifespan."""
+
+    settings: Settings
+    store: Store
+    hub: Hub
+    worker: Worker
+    contract: Contract
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def error_response(exc: ApiError) -> Response:
+    return json_response(exc.body(), exc.status, exc.headers or None)
+
+
+_HTTP_CODES = {404: ErrorCode.not_found, 405: ErrorCode.method_not_allowed}
+
+
+async def http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 (unknown route, wrong method) in the one error shape."""
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, ErrorCode.bad_request)
+    body = {"error": {"code": code.value, "message": f"{request.method} {request.url.path}: {exc.detail}"}}
+    return json_response(body, exc.status_code, dict(exc.headers or {}))
+
+
+async def api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc)
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return error_response(ApiError("the server failed to answer this request"))
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+def _owner(request: Request) -> str | None:
+    """The owner whose jobs this caller may see; None means every job (no keys configured)."""
+    return None
+
+
+def _flag(request: Request, name: str) -> bool:
+    value = request.query_params.get(name, "0").lower()
+    if value not in ("0", "1", "true", "false", ""):
+        raise BadRequest(f"{name} must be 0 or 1, not {value!r}")
+    return value in ("1", "true")
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be a whole number, not {raw!r}") from None
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be between {low} and {high}")
+    return value
+
+
+# -- submit
+
+
+async def submit(request: Request) -> Response:
+    svc = services(request)
+    settings = svc.settings
+    settings.spool_dir.mkdir(parents=True, exist_ok=True)
+    content_type = request.headers.get("content-type", "")
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 0 < len(key) <= 200:
+        raise BadRequest("Idempotency-Key must be 1 to 200 characters")
+    if content_type.lower().startswith("multipart/form-data"):
+        receiver = MultipartReceiver(content_type, settings.spool_dir, settings.max_upload_bytes,
+                                     settings.max_files_per_request)
+        await receiver.receive(request.stream())
+        files, fields = receiver.files, receiver.fields
+        if not files:
+            raise BadRequest("the multipart body has no file part (send the document as a part named 'file')")
+    else:
+        filename = request.query_params.get("filename") or "upload"
+        files = [await receive_raw(request.stream(), settings.spool_dir, filename, settings.max_upload_bytes)]
+        fields = {}
+    try:
+        options = _options(svc.contract, {**dict(request.query_params), **fields})
+        for spool in files:
+            await _check_upload(spool)
+        uploads = []
+        for index, spool in enumerate(files):
+            job_id = new_job_id()
+            await spool.keep_as(job_id)
+            uploads.append(NewJob(
+                id=job_id, filename=spool.filename if spool.filename != "upload" else _default_name(spool),
+                kind=spool.kind, size=spool.size, sha256=spool.sha256,  # type: ignore[arg-type]
+                spool_name=job_id, pages_spec=options.get("pages"), password=options.get("password"),
+                owner=_owner(request) or "",
+                idempotency_key=None if key is None else (key if len(files) == 1 else f"{key}#{index}"),
+            ))
+        results = await svc.store.enqueue(uploads, settings.max_queued_jobs)
+    except BaseException:
+        for spool in files:
+            await spool.discard()
+        raise
+    for spool, (_, created) in zip(files, results):
+        if not created:  # an earlier submission with this Idempotency-Key: the new bytes are not needed
+            await spool.discard()
+    svc.worker.wake()
+    bodies = [await _job_body(svc, job.id) for job, _ in results]
+    location = {"Location": f"{API}/jobs/{results[0][0].id}"}
+    if len(bodies) == 1:
+        return json_response(bodies[0], 202, location)
+    return json_response({"jobs": bodies}, 202, location)
+
+
+def _options(contract: Contract, values: dict[str, str]) -> dict[str, str]:
+    options = {k: v for k, v in values.items() if k in ("password", "pages") and v != ""}
+    problems = contract.errors("submit-options.json", options)
+    if problems:
+        raise InvalidOptions("; ".join(problems))
+    if "pages" in options:
+        try:
+            parse_pages(options["pages"])
+        except ValueError as exc:
+            raise InvalidOptions(str(exc)) from None
+    return options
+
+
+async def _check_upload(spool: SpoolFile) -> None:
+    if spool.size == 0:
+        raise EmptyUpload(f"{spool.filename} is empty")
+    spool.kind = await asyncio.to_thread(sniff, bytes(spool.head), spool.path, spool.filename)
+    if spool.kind is None:
+        raise UnsupportedType(
+            f"{spool.filename} is not a PDF, EPUB, plain text, Markdown or HTML document (judged by its bytes)"
+        )
+
+
+def _default_name(spool: SpoolFile) -> str:
+    assert spool.kind is not None
+    extension = {"pdf": "pdf", "epub": "epub", "text": "txt", "markdown": "md", "html": "html"}[spool.kind.value]
+    return f"upload.{extension}"
+
+
+def _exists(found: T | None, job_id: str) -> T:
+    """What the store found, or 404 — for a missing job and another owner's job alike."""
+    if found is None:
+        raise NotFound(f"there is no job {job_id}")
+    return found
+
+
+async def _job_body(svc: Services, job_id: str, owner: str | None = None) -> dict[str, Any]:
+    job, position = _exists(await svc.store.get(job_id, owner), job_id)
+    return job.as_dict(position)
+
+
+# -- reading jobs
+
+
+async def get_job(request: Request) -> Response:
+    return json_response(await _job_body(services(request), request.path_params["job_id"], _owner(request)))
+
+
+async def list_jobs(request: Request) -> Response:
+    svc = services(request)
+    states = []
+    for name in filter(None, request.query_params.get("state", "").split(",")):
+        try:
+            states.append(JobState(name.strip()))
+        except ValueError:
+            raise BadRequest(f"unknown state {name!r}; states are {', '.join(s.value for s in JobState)}") from None
+    order = request.query_params.get("order", "newest")
+    if order not in ("newest", "oldest"):
+        raise BadRequest("order must be newest or oldest")
+    limit = _int_param(request, "limit", 50, 1, 200)
+    cursor = request.query_params.get("cursor")
+    after_seq = None
+    if cursor:
+        if not cursor.isdigit():
+            raise BadRequest("cursor must be the value of an earlier page's next")
+        after_seq = int(cursor)
+    jobs, next_seq = await svc.store.list_jobs(states, order == "newest", limit, after_seq, _owner(request))
+    return json_response({"jobs": [j.as_dict(p) for j, p in jobs], "next": None if next_seq is None else str(next_seq)})
+
+
+async def result(request: Request) -> Response:
+    svc = services(request)
+    job_id = request.path_params["job_id"]
+    job, _ = _exists(await svc.store.get(job_id, _owner(request)), job_id)
+    fmt = request.query_params.get("format", "json")
+    if fmt not in ("json", "text", "ndjson"):
+        raise BadRequest("format must be json, text or ndjson")
+    partial = _flag(request, "partial")
+    if not job.state.finished and not partial:
+        raise NotFinished(f"job {job_id} is {job.state.value}; add ?partial=1 for the pages done so far")
+    pages = await svc.store.pages(job_id)
+    extension = {"json": "json", "text": "txt", "ndjson": "ndjson"}[fmt]
+    disposition = {"Content-Disposition": f'inline; filename="{job_id}.{extension}"'}
+    if fmt == "text":
+        return Response("\f".join(p.text for p in pages), media_type="text/plain; charset=utf-8", headers=disposition)
+    rows = [{**p.figures(), "text": p.text} for p in pages]
+    if fmt == "ndjson":
+        body = b"".join(orjson.dumps(r) + b"\n" for r in rows)
+        return Response(body, media_type="application/x-ndjson", headers=disposition)
+    return json_response({
+        "job_id": job.id, "state": job.state.value, "partial": job.state is not JobState.completed,
+        "pages_total": job.pages_total, "pages_done": job.pages_done, "pages": rows,
+    })
+
+
+# -- acting on jobs
+
+
+async def cancel(request: Request) -> Response:
+    svc = services(request)
+    job_id = request.path_params["job_id"]
+    _exists(await svc.store.cancel(job_id, _owner(request)), job_id)
+    svc.worker.request_cancel(job_id)
+    return json_response(await _job_body(svc, job_id), 202)
+
+
+async def retry(request: Request) -> Response:
+    svc = services(request)
+    job_id = request.path_params["job_id"]
+    _exists(await svc.store.retry(job_id, svc.settings.max_queued_jobs, _owner(request)), job_id)
+    svc.worker.wake()
+    return json_response(await _job_body(svc, job_id), 202)
+
+
+async def delete(request: Request) -> Response:
+    svc = services(request)
+    job_id = request.path_params["job_id"]
+    job = _exists(await svc.store.delete(job_id, _owner(request)), job_id)
+    await asyncio.to_thread((svc.settings.spool_dir / job.spool_name).unlink, missing_ok=True)
+    return Response(status_code=204)
+
+
+# -- streams
+
+
+async def job_stream(request: Request) -> Response:
+    svc = services(request)
+    job_id = request.path_params["job_id"]
+    text = _flag(request, "text")
+    header = request.headers.get("last-event-id")
+    raw_after = header if header is not None and header.strip() != "" else request.query_params.get("after", "0")
+    try:
+        after = int(raw_after)
+        if after < 0:
+            raise ValueError
+    except ValueError:
+        raise BadRequest(f"Last-Event-ID / after must be an event id (a whole number ≥ 0), not {raw_after!r}") from None
+    job, position = _exists(await svc.store.get(job_id, _owner(request)), job_id)
+    if job.state.finished and after >= job.last_event_id:
+        # The client has seen the end: 204 tells a browser's EventSource to stop reconnecting.
+        return Response(status_code=204)
+    return event_stream_response(svc.hub, job_events(svc.hub, job, position, after, text))
+
+
+async def global_stream(request: Request) -> Response:
+    svc = services(request)
+    return event_stream_response(svc.hub, global_events(svc.hub, _owner(request)))
+
+
+# -- the server itself
+
+
+async def healthz(request: Request) -> Response:
+    svc = services(request)
+    queued, running = await svc.store.counts()
+    return json_response({
+        "status": "ok", "version": __version__, "queued": queued, "running": running, "streams": svc.hub.streams,
+    })
+
+
+async def schema_file(request: Request) -> Response:
+    contract = services(request).contract
+    name = request.path_params["name"]
+    if name in ("", "index.json"):
+        return json_response({"schemas": contract.names()})
+    if name not in contract.names():
+        raise NotFound(f"there is no schema {name}")
+    return Response(contract.raw(name), media_type="application/schema+json")
+
+
+async def openapi_document(request: Request) -> Response:
+    return Response(request.app.state.openapi, media_type="application/json")
+
+
+def routes() -> list[Route]:
+    return [
+        Route(f"{API}/jobs", submit, methods=["POST"]),
+        Route(f"{API}/jobs", list_jobs, methods=["GET"]),
+        Route(f"{API}/jobs/{{job_id}}", get_job, methods=["GET"]),
+        Route(f"{API}/jobs/{{job_id}}", delete, methods=["DELETE"]),
+        Route(f"{API}/jobs/{{job_id}}/cancel", cancel, methods=["POST"]),
+        Route(f"{API}/jobs/{{job_id}}/retry", retry, methods=["POST"]),
+        Route(f"{API}/jobs/{{job_id}}/result", result, methods=["GET"]),
+        Route(f"{API}/jobs/{{job_id}}/events", job_stream, methods=["GET"]),
+        Route(f"{API}/events", global_stream, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/schemas/{name:path}", schema_file, methods=["GET"]),
+        Route("/openapi.json", openapi_document, methods=["GET"]),
+    ]
+

@@ -1,0 +1,153 @@
+"""The extraction child: a separate process that parses documents for the worker.
+
+A parser that crashes, hangs or eats memory must never take the server with it, and
+pypdfium2 is not thread-safe, so every parse happens here, one job at a time. The child is
+kept between jobs (starting Python and pdfium for each job would cost more than a small
+document takes) and replaced whenever it dies or is killed.
+
+Protocol: length-prefixed messages (4-byte big-endian length, then orjson) on stdin and on
+a private dup of stdout — fd 1 itself is pointed at stderr so that anything a C library
+prints cannot corrupt the stream.
+
+    worker → child   {"op": "run", "path", "kind", "password", "pages", "done", "limits"}
+                     {"op": "stop"}            (cancel or shutdown: stop at the next page boundary)
+    child → worker   {"t": "open", "pages_total", "resume_from"}   the document opened
+                     {"t": "page", "number", "chars", "words", "ms", "method", "error", "text"}
+                     {"t": "end"} | {"t": "stopped"} | {"t": "fail", "code", "message"}
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import select
+import signal
+import struct
+import sys
+import time
+from typing import Any, BinaryIO
+
+import orjson
+
+_HEADER = struct.Struct(">I")
+
+
+def write_message(stream: BinaryIO, message: dict[str, Any]) -> None:
+    body = orjson.dumps(message)
+    stream.write(_HEADER.pack(len(body)) + body)
+    stream.flush()
+
+
+def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
+    chunks, left = [], size
+    while left:
+        chunk = stream.read(left)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_message(stream: BinaryIO) -> dict[str, Any] | None:
+    """The next message, or None at the end of the stream. ``stream`` is unbuffered, so that
+    select() on it tells the truth about what is waiting."""
+    head = _read_exactly(stream, _HEADER.size)
+    if head is None:
+        return None
+    body = _read_exactly(stream, _HEADER.unpack(head)[0])
+    if body is None:
+        return None
+    message: dict[str, Any] = orjson.loads(body)
+    return message
+
+
+def _stop_requested(stdin: BinaryIO) -> bool:
+    """True if the worker has asked us to stop (a message is waiting on stdin)."""
+    ready, _, _ = select.select([stdin], [], [], 0)
+    if not ready:
+        return False
+    message = read_message(stdin)
+    return message is None or message.get("op") == "stop"
+
+
+def _inject_faults(number: int) -> None:
+    """Fault injection for the test suite and the benchmarks, set through the environment:
+    PAGESTREAM_FAULT_PAGE_DELAY=<seconds> makes every page take at least that long, and
+    PAGESTREAM_FAULT_CRASH=<file>:<page> kills the child at that page once (the file is the
+    "once": it is removed as the child dies)."""
+    delay = os.environ.get("PAGESTREAM_FAULT_PAGE_DELAY")
+    if delay:
+        time.sleep(float(delay))
+    crash = os.environ.get("PAGESTREAM_FAULT_CRASH")
+    if crash:
+        marker, _, page = crash.rpartition(":")
+        if int(page) == number and os.path.exists(marker):
+            os.unlink(marker)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _run(command: dict[str, Any], stdin: BinaryIO, out: BinaryIO) -> None:
+    from .extraction import ExtractionError, Limits, open_document
+    from .jobs import DocumentKind, ErrorCode, select_pages
+
+    limits = Limits(**command["limits"])
+    try:
+        with open_document(command["path"], DocumentKind(command["kind"]), password=command["password"],
+                           limits=limits) as document:
+            ranges = [tuple(r) for r in command["pages"]] if command["pages"] else None
+            selected = select_pages(ranges, document.page_count)  # type: ignore[arg-type]
+            if not selected:
+                write_message(out, {"t": "fail", "code": ErrorCode.no_pages.value,
+                                    "message": f"the page range selects none of the document's "
+                                               f"{document.page_count} pages"})
+                return
+            done = set(command["done"])
+            todo = [n for n in selected if n not in done]
+            # resume_from: the first page this run extracts (past the last one when all are done).
+            resume_from = todo[0] if todo else selected[-1] + 1
+            write_message(out, {"t": "open", "pages_total": len(selected), "resume_from": resume_from})
+            for number in todo:
+                if _stop_requested(stdin):
+                    write_message(out, {"t": "stopped"})
+                    return
+                _inject_faults(number)
+                page = document.extract(number)
+                write_message(out, {
+                    "t": "page", "number": page.number, "chars": page.chars, "words": page.words, "ms": page.ms,
+                    "method": page.method, "error": page.error, "text": page.text,
+                })
+    except ExtractionError as exc:
+        write_message(out, {"t": "fail", "code": exc.code.value, "message": exc.message})
+        return
+    write_message(out, {"t": "end"})
+
+
+def main() -> None:
+    memory_mb = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    if memory_mb > 0:
+        limit = memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    # Keep the protocol on a private descriptor; point fd 1 at stderr for stray C output.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    stdin = os.fdopen(0, "rb", buffering=0)
+    from .jobs import ErrorCode
+
+    while True:
+        command = read_message(stdin)
+        if command is None:
+            return
+        if command.get("op") != "run":
+            continue  # a stop that arrived after the job had ended
+        try:
+            _run(command, stdin, out)
+        except MemoryError:
+            write_message(out, {"t": "fail", "code": ErrorCode.memory_limit.value,
+                                "message": f"the document needs more than the child's {memory_mb} MiB"})
+            return  # the heap may be in any state: let the worker start a fresh child
+
+
+if __name__ == "__main__":
+    main()

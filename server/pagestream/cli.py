@@ -1,0 +1,68 @@
+"""The ``pagestream`` command.
+
+``pagestream serve`` runs the server; every setting of :mod:`pagestream.settings` is also a
+flag (``--max-upload-mb 50``), and a flag wins over its environment variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .settings import Settings, settings_table
+
+
+def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = sub.add_parser("serve", help="run the server (API, UI and worker)",
+                           description="Run the server. Every flag can also be set by its environment variable.")
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    for name, env, default, help_text in settings_table():
+        kind = type(fields[name].default)
+        serve.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
+                           metavar=kind.__name__.upper(), help=f"{help_text} [{env}; default: {default!r}]")
+    serve.add_argument("--no-worker", action="store_true", help="serve the API only; do not run the queue's worker")
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    overrides = {name: getattr(args, name) for name, *_ in settings_table()}
+    try:
+        settings = Settings.from_env(**overrides)
+    except ValueError as exc:
+        print(f"pagestream: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings, run_worker=not args.no_worker)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on",
+        loop="auto", http="auto", timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,
+    )
+    server = uvicorn.Server(config)
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    print(f"pagestream {__version__} serving http://{host}:{settings.port}/  (store: {settings.store_url})",
+          flush=True)
+    server.run()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pagestream", description="A document job server that streams every page.")
+    parser.add_argument("--version", action="version", version=f"pagestream {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

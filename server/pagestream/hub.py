@@ -1,0 +1,227 @@
+"""The hub: where committed events meet the streams that watch them.
+
+The store hands every committed batch to :meth:`Hub.deliver` (on the event loop, after the
+commit, so no watcher ever sees an event a crash could take back). For each job with
+watchers the hub keeps a :class:`Channel`: a small ring of the job's latest encoded events
+and one shared future that all its streams wait on. Delivery appends to the ring and
+resolves the future — the hub never writes to a stream and never waits for one; each stream
+is a cursor that, once woken, takes what it has not sent yet (from the ring, or from the
+store if it has fallen behind the ring).
+
+While events are dense, a channel wakes its streams at most once per ``stream_pace_ms``, so
+a fast document with many watchers costs one write per stream per pace interval, carrying
+every event since the last one.
+
+The global stream is state synchronisation rather than a log: the hub gathers the ids of the
+jobs that changed and, at most every ``global_interval_ms``, reads their latest state once
+and encodes one frame that every global stream sends. Queue positions (which change for
+every queued job whenever the queue moves) go out the same way, and as id-less ``position``
+events on the channels of queued jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from .jobs import EventType, rfc3339
+from .settings import Settings
+from .store import Commit, Store, StoredEvent, encode_frame
+
+log = logging.getLogger("pagestream.hub")
+
+
+class Channel:
+    """The live side of one job's event log: recent events and a wake-up shared by its streams."""
+
+    __slots__ = ("job_id", "ring", "subscribers", "removed", "position", "position_frame", "_waiter", "_last_wake",
+                 "_wake_scheduled", "_pace", "_loop")
+
+    def __init__(self, job_id: str, ring_size: int, pace: float, loop: asyncio.AbstractEventLoop) -> None:
+        self.job_id = job_id
+        self.ring: collections.deque[StoredEvent] = collections.deque(maxlen=ring_size)
+        self.subscribers = 0
+        self.removed = False
+        #: The latest queue position sent to this job's streams, and its id-less frame.
+        self.position: int | None = None
+        self.position_frame: bytes | None = None
+        self._loop = loop
+        self._waiter: asyncio.Future[None] = loop.create_future()
+        self._last_wake = 0.0
+        self._wake_scheduled = False
+        self._pace = pace
+
+    def waiter(self) -> asyncio.Future[None]:
+        """The future the next wake-up resolves; take it before looking for news, await it after."""
+        return self._waiter
+
+    def wake(self, *, now: bool = False) -> None:
+        """Wake the streams at once if the last wake-up was long enough ago, else at the end of the pace."""
+        if self._wake_scheduled:
+            return
+        delay = self._last_wake + self._pace - time.monotonic()
+        if now or delay <= 0:
+            self._fire()
+        else:
+            self._wake_scheduled = True
+            self._loop.call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        self._wake_scheduled = False
+        self._last_wake = time.monotonic()
+        waiter, self._waiter = self._waiter, self._loop.create_future()
+        waiter.set_result(None)
+
+    def events_after(self, after: int) -> list[StoredEvent] | None:
+        """The ring's events after id ``after``, or None if the ring no longer reaches back that far."""
+        ring = self.ring
+        if not ring:
+            return None
+        first = ring[0].id
+        if after + 1 < first:
+            return None
+        if after >= ring[-1].id:
+            return []
+        # A channel receives every event of its job from its creation on, so ids in the ring are contiguous.
+        return list(itertools.islice(ring, after + 1 - first, None))
+
+
+class Hub:
+    """Fans committed events out to the streams. One per process; see the module docstring."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.channels: dict[str, Channel] = {}
+        self.streams = 0
+        self.closing = False
+        self._loop = asyncio.get_running_loop()
+        # The global stream: a short log of encoded frames, each with a version.
+        self.global_version = 0
+        self.global_frames: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=64)
+        self._global_waiter: asyncio.Future[None] = self._loop.create_future()
+        self._dirty: set[str] = set()
+        self._removed: set[str] = set()
+        self._queue_moved = False
+        self._news = asyncio.Event()
+        self._ticker: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._ticker = asyncio.create_task(self._tick_global(), name="pagestream-global-ticker")
+
+    async def close(self) -> None:
+        """Wake every stream with ``closing`` set, so each ends after what it has sent."""
+        self.closing = True
+        for channel in self.channels.values():
+            channel.wake(now=True)
+        self._wake_global()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+
+    # -- from the store
+
+    def deliver(self, commit: Commit) -> None:
+        """Take a committed batch: fill the rings, wake the channels, note what the global stream must send."""
+        urgent: dict[str, bool] = {}  # channel → wake at once (a terminal event, or the job is gone)
+        for event in commit.events:
+            channel = self.channels.get(event.job_id)
+            if channel is not None:
+                channel.ring.append(event)
+                urgent[event.job_id] = urgent.get(event.job_id, False) or event.terminal
+        for job_id in commit.removed:
+            channel = self.channels.get(job_id)
+            if channel is not None:
+                channel.removed = True
+                urgent[job_id] = True
+        for job_id, now in urgent.items():
+            self.channels[job_id].wake(now=now)
+        self._dirty |= commit.touched
+        self._removed |= commit.removed
+        self._queue_moved |= commit.queue_moved
+        self._news.set()
+
+    # -- per-job streams
+
+    @contextlib.contextmanager
+    def subscribe(self, job_id: str) -> Iterator[Channel]:
+        channel = self.channels.get(job_id)
+        if channel is None:
+            channel = Channel(job_id, self.settings.ring_size, self.settings.stream_pace_ms / 1000, self._loop)
+            self.channels[job_id] = channel
+        channel.subscribers += 1
+        try:
+            yield channel
+        finally:
+            channel.subscribers -= 1
+            if channel.subscribers == 0 and self.channels.get(job_id) is channel:
+                del self.channels[job_id]
+
+    # -- the global stream
+
+    def global_waiter(self) -> asyncio.Future[None]:
+        return self._global_waiter
+
+    def global_frames_after(self, version: int) -> list[tuple[int, bytes]] | None:
+        """Frames newer than ``version``, or None if the short log no longer reaches back that far."""
+        frames = self.global_frames
+        if version >= self.global_version:
+            return []
+        if not frames or frames[0][0] > version + 1:
+            return None
+        return [(v, f) for v, f in frames if v > version]
+
+    def _wake_global(self) -> None:
+        waiter, self._global_waiter = self._global_waiter, self._loop.create_future()
+        waiter.set_result(None)
+
+    async def _tick_global(self) -> None:
+        interval = self.settings.global_interval_ms / 1000
+        while True:
+            await self._news.wait()
+            self._news.clear()
+            try:
+                await self._publish_global()
+            except Exception:
+                log.exception("could not build the global stream's frame")
+            await asyncio.sleep(interval)
+
+    async def _publish_global(self) -> None:
+        dirty, removed, moved = self._dirty - self._removed, self._removed, self._queue_moved
+        self._dirty, self._removed, self._queue_moved = set(), set(), False
+        jobs = await self.store.jobs_with_positions(dirty) if dirty else []
+        body: dict[str, Any] = {
+            "type": "jobs",
+            "at": rfc3339(time.time()),
+            "jobs": [job.as_dict(position) for job, position in jobs],
+            "removed": sorted(removed),
+        }
+        if moved:
+            order = await self.store.queue_order()
+            positions = {job_id: number for number, job_id in enumerate(order, 1)}
+            body["positions"] = positions
+            self._send_positions(positions)
+        self.global_version += 1
+        self.global_frames.append((self.global_version, encode_frame(None, "jobs", orjson.dumps(body))))
+        self._wake_global()
+
+    def _send_positions(self, positions: dict[str, int]) -> None:
+        """Give each watched queued job whose place changed an id-less ``position`` event."""
+        at = rfc3339(time.time())
+        for job_id, channel in self.channels.items():
+            position = positions.get(job_id)
+            if position is None or position == channel.position:
+                continue
+            channel.position = position
+            data = orjson.dumps({"type": EventType.position.value, "job_id": job_id, "at": at, "position": position})
+            channel.position_frame = encode_frame(None, EventType.position.value, data)
+            channel.wake(now=True)

@@ -1,0 +1,782 @@
+"""The store: jobs, their pages and their event logs, in SQLite (WAL).
+
+One writer thread owns the only writing connection. Every write is a function queued to it;
+the thread takes everything that is waiting, runs it in one transaction (each write in its
+own savepoint, so one failing write does not spoil the others) and commits once — group
+commit: a lone write goes at once, writes that arrive while the thread is busy share the
+next commit. After the commit it hands the batch's events to ``on_commit`` on the event
+loop, so nobody learns of an event before it is durable.
+
+Reads run on a small thread pool, each thread with its own connection, so neither reads nor
+writes ever block the event loop. WAL with ``synchronous=NORMAL`` survives a killed process
+(not a power cut) at a fraction of the cost of FULL.
+
+Event ids are assigned inside the writing transaction from ``jobs.last_event_id``, so a
+job's ids run 1, 2, 3, … with no gap and no repeat whatever is killed when; pages are keyed
+by (job, number) and a page event is appended only when its page row is new, so a page
+re-extracted after a crash is stored and announced exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from .errors import ApiError, Conflict, IdempotencyConflict, InsufficientStorage, QueueFull, Unavailable
+from .jobs import FINISHED, DocumentKind, ErrorCode, EventType, Job, JobState, rfc3339
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL UNIQUE,
+        state TEXT NOT NULL,
+        filename TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        spool_name TEXT NOT NULL,
+        pages_spec TEXT,
+        password TEXT,
+        owner TEXT NOT NULL DEFAULT '',
+        idempotency_key TEXT,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        run_started_at REAL,
+        run_pages_start INTEGER NOT NULL DEFAULT 0,
+        finished_at REAL,
+        pages_total INTEGER,
+        pages_done INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        error_code TEXT,
+        error_message TEXT,
+        last_event_id INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX jobs_state_seq ON jobs (state, seq);
+    CREATE UNIQUE INDEX jobs_idempotency ON jobs (owner, idempotency_key) WHERE idempotency_key IS NOT NULL;
+    CREATE TABLE pages (
+        job_id TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        chars INTEGER NOT NULL,
+        words INTEGER NOT NULL,
+        ms REAL NOT NULL,
+        method TEXT NOT NULL,
+        error TEXT,
+        text TEXT NOT NULL,
+        PRIMARY KEY (job_id, number)
+    ) WITHOUT ROWID;
+    CREATE TABLE events (
+        job_id TEXT NOT NULL,
+        id INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        page INTEGER,
+        data BLOB NOT NULL,
+        PRIMARY KEY (job_id, id)
+    ) WITHOUT ROWID;
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO counters VALUES ('seq', 0);
+    """,
+}
+
+_JOB_COLUMNS = (
+    "id, seq, state, filename, kind, size, sha256, spool_name, pages_spec, password, owner, idempotency_key, "
+    "created_at, started_at, run_started_at, run_pages_start, finished_at, pages_total, pages_done, attempts, "
+    "cancel_requested, error_code, error_message, last_event_id"
+)
+
+
+def _job(row: Sequence[Any]) -> Job:
+    values = list(row)
+    values[2] = JobState(values[2])
+    values[4] = DocumentKind(values[4])
+    values[20] = bool(values[20])
+    return Job(*values)
+
+
+@dataclass(slots=True, frozen=True)
+class StoredEvent:
+    """A durable event with its SSE frame, encoded once; ``text_frame`` adds the page text."""
+
+    job_id: str
+    id: int
+    type: EventType
+    data: bytes
+    frame: bytes
+    text_frame: bytes | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.type.terminal
+
+
+def encode_frame(event_id: int | None, event_type: str, data: bytes) -> bytes:
+    head = b"" if event_id is None else b"id: %d\n" % event_id
+    return head + b"event: " + event_type.encode() + b"\ndata: " + data + b"\n\n"
+
+
+@dataclass(slots=True)
+class Commit:
+    """What one committed batch changed: its events, the jobs it touched, the jobs it removed."""
+
+    events: list[StoredEvent] = field(default_factory=list)
+    touched: set[str] = field(default_factory=set)
+    removed: set[str] = field(default_factory=set)
+    queue_moved: bool = False
+
+    def merge(self, other: Commit) -> None:
+        self.events.extend(other.events)
+        self.touched |= other.touched
+        self.removed |= other.removed
+        self.queue_moved |= other.queue_moved
+
+
+class _Tx:
+    """The writer's view of one write: its connection and what it has changed."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.commit = Commit()
+        self.now = time.time()
+
+    def job(self, job_id: str) -> Job | None:
+        row = self.conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else _job(row)
+
+    def update(self, job_id: str, **columns: Any) -> None:
+        sets = ", ".join(f"{name} = ?" for name in columns)
+        self.conn.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*columns.values(), job_id))
+        self.commit.touched.add(job_id)
+
+    def position(self, seq: int) -> int:
+        (ahead,) = self.conn.execute(
+            "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND seq < ?", (seq,)
+        ).fetchone()
+        return int(ahead) + 1
+
+    def next_seq(self) -> int:
+        (seq,) = self.conn.execute(
+            "UPDATE counters SET value = value + 1 WHERE name = 'seq' RETURNING value"
+        ).fetchone()
+        return int(seq)
+
+    def append(
+        self, job_id: str, event_type: EventType, payload: dict[str, Any], *, page: int | None = None,
+        text: str | None = None,
+    ) -> StoredEvent:
+        (event_id,) = self.conn.execute(
+            "UPDATE jobs SET last_event_id = last_event_id + 1 WHERE id = ? RETURNING last_event_id", (job_id,)
+        ).fetchone()
+        body = {"type": event_type.value, "job_id": job_id, "at": rfc3339(self.now), **payload}
+        data = orjson.dumps(body)
+        self.conn.execute(
+            "INSERT INTO events (job_id, id, type, page, data) VALUES (?, ?, ?, ?, ?)",
+            (job_id, event_id, event_type.value, page, data),
+        )
+        text_frame = None
+        if text is not None:
+            text_frame = encode_frame(event_id, event_type.value, _with_page_text(body, text))
+        frame = encode_frame(event_id, event_type.value, data)
+        event = StoredEvent(job_id, event_id, event_type, data, frame, text_frame)
+        self.commit.events.append(event)
+        self.commit.touched.add(job_id)
+        return event
+
+
+def _with_page_text(body: dict[str, Any], text: str) -> bytes:
+    return orjson.dumps({**body, "page": {**body["page"], "text": text}})
+
+
+def page_event_with_text(data: bytes, text: str | None) -> bytes:
+    """A stored page event's data with its page text put back (replay of a ?text=1 stream)."""
+    return _with_page_text(orjson.loads(data), text or "")
+
+
+@dataclass(slots=True)
+class NewJob:
+    """What intake knows of an upload before it becomes a job."""
+
+    id: str
+    filename: str
+    kind: DocumentKind
+    size: int
+    sha256: str
+    spool_name: str
+    pages_spec: str | None
+    password: str | None
+    owner: str = ""
+    idempotency_key: str | None = None
+
+
+@dataclass(slots=True)
+class PageRow:
+    number: int
+    chars: int
+    words: int
+    ms: float
+    method: str
+    error: str | None
+    text: str
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "number": self.number, "chars": self.chars, "words": self.words, "ms": self.ms,
+            "method": self.method, "error": self.error,
+        }
+
+
+class Store:
+    """Jobs, pages and event logs in one SQLite database. Open with :meth:`open`, close with :meth:`close`."""
+
+    def __init__(self, path: Path, on_commit: Callable[[Commit], None] | None = None) -> None:
+        self.path = path
+        self.on_commit = on_commit
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writes: queue.SimpleQueue[tuple[Callable[[_Tx], Any], Future[Any]] | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="store-read")
+        self._local = threading.local()
+        self._all_reader_conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, on_commit: Callable[[Commit], None] | None = None) -> Store:
+        if not url.startswith("sqlite:///"):
+            raise ValueError(f"unsupported store URL {url!r}: expected sqlite:///path")
+        return cls(Path(url.removeprefix("sqlite:///")), on_commit)
+
+    # -- lifecycle
+
+    async def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ready: Future[None] = Future()
+        self._writer = threading.Thread(target=self._write_loop, args=(ready,), name="store-writer", daemon=True)
+        self._writer.start()
+        await asyncio.wrap_future(ready)
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writes.put(None)
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
+        self._readers.shutdown(wait=True)
+        with self._conns_lock:
+            for conn in self._all_reader_conns:
+                conn.close()
+            self._all_reader_conns.clear()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA busy_timeout = 30000")
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT version FROM schema_version").fetchone()
+        current = 0 if row is None else int(row[0])
+        if current > SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path} has schema version {current}; this pagestream knows {SCHEMA_VERSION}")
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            # One script, one transaction: a migration is applied whole or not at all.
+            conn.executescript(
+                f"BEGIN IMMEDIATE; {_MIGRATIONS[version]}; DELETE FROM schema_version; "
+                f"INSERT INTO schema_version VALUES ({version}); COMMIT;"
+            )
+
+    # -- the writer
+
+    def _write_loop(self, ready: Future[None]) -> None:
+        try:
+            conn = self._connect()
+            self._migrate(conn)
+        except BaseException as exc:  # hand any start-up failure to open()
+            ready.set_exception(exc)
+            return
+        ready.set_result(None)
+        stopping = False
+        while not stopping:
+            item = self._writes.get()
+            batch = []
+            while item is not None:
+                batch.append(item)
+                if len(batch) >= 512:
+                    break
+                try:
+                    item = self._writes.get_nowait()
+                except queue.Empty:
+                    break
+            else:
+                stopping = True
+            if batch:
+                self._run_batch(conn, batch)
+        conn.close()
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[tuple[Callable[[_Tx], Any], Future[Any]]]) -> None:
+        done: list[tuple[Future[Any], Any, BaseException | None]] = []
+        commit = Commit()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, future in batch:
+                tx = _Tx(conn)
+                conn.execute("SAVEPOINT w")
+                try:
+                    result = fn(tx)
+                except BaseException as exc:  # the write fails alone; the batch goes on
+                    conn.execute("ROLLBACK TO w")
+                    conn.execute("RELEASE w")
+                    done.append((future, None, exc))
+                    continue
+                conn.execute("RELEASE w")
+                commit.merge(tx.commit)
+                done.append((future, result, None))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:  # the commit itself failed (disk full, read-only): nothing was written
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            failure = _storage_error(exc)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(failure)
+            return
+        if self.on_commit is not None and (commit.events or commit.touched or commit.removed) and self._loop:
+            self._loop.call_soon_threadsafe(self.on_commit, commit)
+        for future, result, exc in done:
+            if exc is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+    async def write(self, fn: Callable[[_Tx], T]) -> T:
+        """Run ``fn`` in the writer thread, inside the next group commit; return its result once durable."""
+        future: Future[T] = Future()
+        self._writes.put((fn, future))
+        return await asyncio.wrap_future(future)
+
+    # -- reads
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._conns_lock:
+                self._all_reader_conns.append(conn)
+        return conn
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` with a reading connection on the read pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, lambda: fn(self._reader()))
+
+    # -- intake
+
+    async def enqueue(self, uploads: Sequence[NewJob], max_queued: int) -> list[tuple[Job, bool]]:
+        """Add jobs at the end of the queue, all or none; (job, created) for each. An upload whose
+        Idempotency-Key was seen before returns that earlier job instead (created is False)."""
+
+        def write(tx: _Tx) -> list[tuple[Job, bool]]:
+            results: list[tuple[Job, bool] | None] = []
+            for new in uploads:
+                results.append(_earlier_submission(tx, new))
+            fresh = sum(1 for r in results if r is None)
+            (queued,) = tx.conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'").fetchone()
+            if fresh and queued + fresh > max_queued:
+                raise QueueFull(f"the queue holds {queued} jobs and its limit is {max_queued}; try again later")
+            done: list[tuple[Job, bool]] = []
+            for new, earlier in zip(uploads, results):
+                if earlier is not None:
+                    done.append(earlier)
+                    continue
+                seq = tx.next_seq()
+                tx.conn.execute(
+                    "INSERT INTO jobs (id, seq, state, filename, kind, size, sha256, spool_name, pages_spec, password, "
+                    "owner, idempotency_key, created_at) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (new.id, seq, new.filename, new.kind.value, new.size, new.sha256, new.spool_name, new.pages_spec,
+                     new.password, new.owner, new.idempotency_key, tx.now),
+                )
+                tx.append(new.id, EventType.queued, {"position": tx.position(seq)})
+                job = tx.job(new.id)
+                assert job is not None
+                done.append((job, True))
+            return done
+
+        return await self.write(write)
+
+    # -- the worker's writes
+
+    async def claim_next(self, max_attempts: int) -> Job | None:
+        """The job to run now: one left running by a crash or restart first, else the oldest queued one.
+
+        A job left running is taken up again (attempts + 1, a ``retrying`` event) unless it has had
+        ``max_attempts`` runs already, in which case it fails and the next job is looked at.
+        """
+
+        def write(tx: _Tx) -> Job | None:
+            while True:
+                row = tx.conn.execute(
+                    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'running' ORDER BY seq LIMIT 1"
+                ).fetchone()
+                if row is None:
+                    break
+                job = _job(row)
+                if job.attempts >= max_attempts:
+                    _finish(tx, job, JobState.failed, ErrorCode.too_many_attempts,
+                            f"interrupted {job.attempts} times; the last run stopped at page {job.pages_done}")
+                    continue
+                tx.append(job.id, EventType.retrying, {
+                    "attempt": job.attempts,
+                    "reason": {"code": ErrorCode.interrupted.value, "message": "the server restarted during the run"},
+                    "pages_done": job.pages_done,
+                })
+                return _begin_run(tx, job)
+            row = tx.conn.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT 1"
+            ).fetchone()
+            if row is None:
+                return None
+            tx.commit.queue_moved = True
+            return _begin_run(tx, _job(row))
+
+        return await self.write(write)
+
+    async def start_run(self, job_id: str, pages_total: int, resume_from: int) -> None:
+        def write(tx: _Tx) -> None:
+            job = tx.job(job_id)
+            assert job is not None
+            tx.update(job_id, pages_total=pages_total)
+            tx.append(job_id, EventType.started, {
+                "attempt": job.attempts, "pages_total": pages_total, "resume_from": resume_from,
+                "pages_done": job.pages_done,
+            })
+
+        await self.write(write)
+
+    async def record_pages(self, job_id: str, pages: Iterable[PageRow]) -> int:
+        """Store pages and append their events; a page already stored is skipped. Returns pages_done."""
+        pages = list(pages)
+
+        def write(tx: _Tx) -> int:
+            (done, total) = tx.conn.execute(
+                "SELECT pages_done, pages_total FROM jobs WHERE id = ?", (job_id,)
+            ).fetchone()
+            for p in pages:
+                cursor = tx.conn.execute(
+                    "INSERT OR IGNORE INTO pages (job_id, number, chars, words, ms, method, error, text) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (job_id, p.number, p.chars, p.words, p.ms, p.method, p.error, p.text),
+                )
+                if cursor.rowcount == 0:
+                    continue
+                done += 1
+                tx.append(job_id, EventType.page, {"page": p.figures(), "pages_done": done, "pages_total": total},
+                          page=p.number, text=p.text)
+            tx.update(job_id, pages_done=done)
+            return int(done)
+
+        return await self.write(write)
+
+    async def retrying(self, job_id: str, code: ErrorCode, message: str) -> Job:
+        """A run died (child crash): record it and begin the next run of the same job."""
+
+        def write(tx: _Tx) -> Job:
+            job = tx.job(job_id)
+            assert job is not None
+            tx.append(job_id, EventType.retrying, {
+                "attempt": job.attempts, "reason": {"code": code.value, "message": message},
+                "pages_done": job.pages_done,
+            })
+            return _begin_run(tx, job)
+
+        return await self.write(write)
+
+    async def requeue(self, job_id: str) -> None:
+        """Put a running job back at the head of the queue (the server is stopping); the run
+        that was cut short does not count as an attempt. Its seq is the smallest queued one."""
+
+        def write(tx: _Tx) -> None:
+            job = tx.job(job_id)
+            assert job is not None
+            tx.update(job_id, state=JobState.queued.value, attempts=max(job.attempts - 1, 0))
+            tx.commit.queue_moved = True
+            tx.append(job_id, EventType.queued, {"position": tx.position(job.seq)})
+
+        await self.write(write)
+
+    async def finish(self, job_id: str, state: JobState, code: ErrorCode | None = None, message: str = "") -> Job:
+        def write(tx: _Tx) -> Job:
+            job = tx.job(job_id)
+            assert job is not None
+            return _finish(tx, job, state, code, message)
+
+        return await self.write(write)
+
+    # -- user actions
+
+    async def cancel(self, job_id: str, owner: str | None = None) -> Job | None:
+        """Cancel a queued job at once, or mark a running one for the worker. None: no such job."""
+
+        def write(tx: _Tx) -> Job | None:
+            job = _visible(tx.job(job_id), owner)
+            if job is None:
+                return None
+            if job.state is JobState.queued:
+                tx.commit.queue_moved = True
+                return _finish(tx, job, JobState.cancelled, None, "")
+            if job.state is JobState.running:
+                if not job.cancel_requested:
+                    tx.update(job_id, cancel_requested=1)
+                    job.cancel_requested = True
+                return job
+            raise Conflict(f"job {job_id} is already {job.state.value}")
+
+        return await self.write(write)
+
+    async def retry(self, job_id: str, max_queued: int, owner: str | None = None) -> Job | None:
+        """Put a failed or cancelled job at the end of the queue again; its finished pages are kept."""
+
+        def write(tx: _Tx) -> Job | None:
+            job = _visible(tx.job(job_id), owner)
+            if job is None:
+                return None
+            if job.state not in (JobState.failed, JobState.cancelled):
+                raise Conflict(f"only a failed or cancelled job can be retried; job {job_id} is {job.state.value}")
+            (queued,) = tx.conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'").fetchone()
+            if queued >= max_queued:
+                raise QueueFull(f"the queue holds {queued} jobs, its limit; try again later")
+            seq = tx.next_seq()
+            tx.update(job_id, seq=seq, state=JobState.queued.value, attempts=0, finished_at=None, error_code=None,
+                      error_message=None, cancel_requested=0)
+            tx.append(job_id, EventType.queued, {"position": tx.position(seq)})
+            return tx.job(job_id)
+
+        return await self.write(write)
+
+    async def delete(self, job_id: str, owner: str | None = None) -> Job | None:
+        """Remove a finished job with its pages and events; the caller removes its spool file."""
+
+        def write(tx: _Tx) -> Job | None:
+            job = _visible(tx.job(job_id), owner)
+            if job is None:
+                return None
+            if job.state not in FINISHED:
+                raise Conflict(f"job {job_id} is {job.state.value}; cancel it before deleting it")
+            for table, column in (("events", "job_id"), ("pages", "job_id"), ("jobs", "id")):
+                tx.conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (job_id,))
+            tx.commit.removed.add(job_id)
+            return job
+
+        return await self.write(write)
+
+    # -- reads
+
+    async def get(self, job_id: str, owner: str | None = None) -> tuple[Job, int | None] | None:
+        """The job and its queue position (None unless queued); None if there is no such job for this owner."""
+
+        def read(conn: sqlite3.Connection) -> tuple[Job, int | None] | None:
+            row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            job = _visible(None if row is None else _job(row), owner)
+            if job is None:
+                return None
+            return job, _position(conn, job)
+
+        return await self.read(read)
+
+    async def jobs_with_positions(self, job_ids: Iterable[str] | None, owner: str | None = None,
+                                  recent: int = 0) -> list[tuple[Job, int | None]]:
+        """Given jobs (or, with ``job_ids`` None, every unfinished job and the ``recent`` newest finished ones)."""
+        ids = None if job_ids is None else list(job_ids)
+
+        def read(conn: sqlite3.Connection) -> list[tuple[Job, int | None]]:
+            if ids is None:
+                rows = conn.execute(
+                    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ('queued', 'running') UNION ALL "
+                    f"SELECT * FROM (SELECT {_JOB_COLUMNS} FROM jobs WHERE state NOT IN ('queued', 'running') "
+                    "ORDER BY seq DESC LIMIT ?)", (recent,),
+                ).fetchall()
+            else:
+                rows = []
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start:start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    rows += conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id IN ({marks})", chunk).fetchall()
+            jobs = [j for j in map(_job, rows) if _visible(j, owner) is not None]
+            return _with_positions(conn, jobs)
+
+        return await self.read(read)
+
+    async def list_jobs(self, states: Sequence[JobState], newest_first: bool, limit: int, after_seq: int | None,
+                        owner: str | None = None) -> tuple[list[tuple[Job, int | None]], int | None]:
+        """A page of the job list and the seq to continue after (None at the end)."""
+
+        def read(conn: sqlite3.Connection) -> tuple[list[tuple[Job, int | None]], int | None]:
+            where, args = [], []
+            if states:
+                where.append(f"state IN ({','.join('?' * len(states))})")
+                args += [s.value for s in states]
+            if owner is not None:
+                where.append("owner = ?")
+                args.append(owner)
+            if after_seq is not None:
+                where.append("seq < ?" if newest_first else "seq > ?")
+                args.append(after_seq)
+            sql = f"SELECT {_JOB_COLUMNS} FROM jobs"
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            sql += f" ORDER BY seq {'DESC' if newest_first else 'ASC'} LIMIT ?"
+            rows = conn.execute(sql, (*args, limit + 1)).fetchall()
+            jobs = [_job(r) for r in rows[:limit]]
+            more = len(rows) > limit
+            return _with_positions(conn, jobs), (jobs[-1].seq if more and jobs else None)
+
+        return await self.read(read)
+
+    async def events_after(self, job_id: str, after: int, limit: int, text: bool) -> list[tuple[int, str, bytes]]:
+        """Up to ``limit`` events of a job after id ``after``: (id, type, data), page text put back with ``text``."""
+
+        def read(conn: sqlite3.Connection) -> list[tuple[int, str, bytes]]:
+            if not text:
+                rows = conn.execute(
+                    "SELECT id, type, data FROM events WHERE job_id = ? AND id > ? ORDER BY id LIMIT ?",
+                    (job_id, after, limit),
+                ).fetchall()
+                return [(int(i), t, bytes(d)) for i, t, d in rows]
+            rows = conn.execute(
+                "SELECT e.id, e.type, e.data, p.text FROM events e LEFT JOIN pages p "
+                "ON e.page IS NOT NULL AND p.job_id = e.job_id AND p.number = e.page "
+                "WHERE e.job_id = ? AND e.id > ? ORDER BY e.id LIMIT ?",
+                (job_id, after, limit),
+            ).fetchall()
+            return [
+                (int(i), t, page_event_with_text(d, txt) if t == EventType.page.value else bytes(d))
+                for i, t, d, txt in rows
+            ]
+
+        return await self.read(read)
+
+    async def pages(self, job_id: str, with_text: bool = True) -> list[PageRow]:
+        def read(conn: sqlite3.Connection) -> list[PageRow]:
+            rows = conn.execute(
+                "SELECT number, chars, words, ms, method, error, " + ("text" if with_text else "''")
+                + " FROM pages WHERE job_id = ? ORDER BY number",
+                (job_id,),
+            ).fetchall()
+            return [PageRow(*r) for r in rows]
+
+        return await self.read(read)
+
+    async def done_pages(self, job_id: str) -> set[int]:
+        def read(conn: sqlite3.Connection) -> set[int]:
+            return {n for (n,) in conn.execute("SELECT number FROM pages WHERE job_id = ?", (job_id,))}
+
+        return await self.read(read)
+
+    async def counts(self) -> tuple[int, str | None]:
+        """(jobs queued, id of the running job or None)."""
+
+        def read(conn: sqlite3.Connection) -> tuple[int, str | None]:
+            (queued,) = conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'").fetchone()
+            running = conn.execute("SELECT id FROM jobs WHERE state = 'running' LIMIT 1").fetchone()
+            return int(queued), None if running is None else running[0]
+
+        return await self.read(read)
+
+    async def queue_order(self) -> list[str]:
+        """Ids of the queued jobs, next to run first."""
+
+        def read(conn: sqlite3.Connection) -> list[str]:
+            return [i for (i,) in conn.execute("SELECT id FROM jobs WHERE state = 'queued' ORDER BY seq")]
+
+        return await self.read(read)
+
+    async def spool_names(self) -> set[str]:
+        def read(conn: sqlite3.Connection) -> set[str]:
+            return {n for (n,) in conn.execute("SELECT spool_name FROM jobs")}
+
+        return await self.read(read)
+
+
+def _earlier_submission(tx: _Tx, new: NewJob) -> tuple[Job, bool] | None:
+    if new.idempotency_key is None:
+        return None
+    row = tx.conn.execute(
+        f"SELECT {_JOB_COLUMNS} FROM jobs WHERE owner = ? AND idempotency_key = ?", (new.owner, new.idempotency_key)
+    ).fetchone()
+    if row is None:
+        return None
+    earlier = _job(row)
+    if earlier.sha256 != new.sha256:
+        raise IdempotencyConflict("this Idempotency-Key was used before for a different upload")
+    return earlier, False
+
+
+def _visible(job: Job | None, owner: str | None) -> Job | None:
+    """The job if ``owner`` may see it (None means: every owner)."""
+    if job is None or (owner is not None and job.owner != owner):
+        return None
+    return job
+
+
+def _position(conn: sqlite3.Connection, job: Job) -> int | None:
+    if job.state is not JobState.queued:
+        return None
+    (ahead,) = conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND seq < ?", (job.seq,)).fetchone()
+    return int(ahead) + 1
+
+
+def _with_positions(conn: sqlite3.Connection, jobs: list[Job]) -> list[tuple[Job, int | None]]:
+    queued = [j for j in jobs if j.state is JobState.queued]
+    if len(queued) <= 8:
+        return [(j, _position(conn, j)) for j in jobs]
+    # Many queued jobs: one pass over the queue's index beats a count per job.
+    seqs = [s for (s,) in conn.execute("SELECT seq FROM jobs WHERE state = 'queued' ORDER BY seq")]
+    return [(j, bisect.bisect_left(seqs, j.seq) + 1 if j.state is JobState.queued else None) for j in jobs]
+
+
+def _begin_run(tx: _Tx, job: Job) -> Job:
+    tx.update(job.id, state=JobState.running.value, attempts=job.attempts + 1, run_started_at=tx.now,
+              run_pages_start=job.pages_done, started_at=job.started_at or tx.now)
+    fresh = tx.job(job.id)
+    assert fresh is not None
+    return fresh
+
+
+def _finish(tx: _Tx, job: Job, state: JobState, code: ErrorCode | None, message: str) -> Job:
+    tx.update(job.id, state=state.value, finished_at=tx.now, cancel_requested=0,
+              error_code=None if code is None else code.value, error_message=message if code else None)
+    payload: dict[str, Any] = {"pages_done": job.pages_done}
+    if state is JobState.completed:
+        payload["pages_total"] = job.pages_total or job.pages_done
+        payload["duration_seconds"] = round(tx.now - (job.started_at or tx.now), 3)
+    elif state is JobState.failed:
+        assert code is not None
+        payload["error"] = {"code": code.value, "message": message}
+    tx.append(job.id, EventType(state.value), payload)
+    fresh = tx.job(job.id)
+    assert fresh is not None
+    return fresh
+
+
+def _storage_error(exc: sqlite3.Error) -> ApiError:
+    text = str(exc).lower()
+    if "full" in text:
+        return InsufficientStorage("the disk is full; the write was not made")
+    return Unavailable(f"the store cannot be written: {exc}")

@@ -1,0 +1,134 @@
+"""Server-Sent Event streams: each one a cursor over a log.
+
+A per-job stream sends a ``snapshot`` (the job now, no id), then every event of the job's
+log after ``Last-Event-ID`` / ``?after=`` in order, each with its id, and follows live
+events until the terminal one. Replay and live delivery are one loop: take the events after
+the cursor — from the hub's ring when it reaches back far enough, else from the store — and
+send them in one write; then wait for the channel's next wake-up. A slow client only falls
+behind in the log: nothing is queued for it.
+
+The global stream sends a ``sync`` frame (every job the caller may see) and then the hub's
+coalesced ``jobs`` frames; a stream that falls behind the hub's short frame log is sent a
+fresh ``sync``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from sse_starlette import EventSourceResponse
+
+from .errors import TooManyStreams
+from .hub import Hub
+from .jobs import EventType, GlobalEventType, Job, rfc3339
+from .store import encode_frame
+
+_TERMINAL = frozenset(t.value for t in EventType if t.terminal)
+# How many events one read of the store replays at most; a longer replay takes several reads.
+REPLAY_BATCH = 5000
+# Finished jobs the global stream's sync frame carries besides every unfinished one.
+SYNC_RECENT = 1000
+
+
+def event_stream_response(hub: Hub, frames: AsyncIterator[bytes]) -> EventSourceResponse:
+    settings = hub.settings
+    if hub.streams >= settings.max_streams:
+        raise TooManyStreams(f"this server has {hub.streams} streams open, its limit; try again later")
+    return EventSourceResponse(
+        _counted(hub, frames),
+        ping=settings.heartbeat,
+        send_timeout=30,
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _counted(hub: Hub, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    hub.streams += 1
+    try:
+        async for frame in frames:
+            yield frame
+    finally:
+        hub.streams -= 1
+
+
+def _retry_frame(hub: Hub) -> bytes:
+    # Jittered, so that after a restart the clients do not all come back in the same instant.
+    base = hub.settings.retry_ms
+    return b"retry: %d\n\n" % (base + random.randint(0, base))
+
+
+def _snapshot(job: Job, position: int | None) -> bytes:
+    data = {"type": EventType.snapshot.value, "job_id": job.id, "at": _now(), "job": job.as_dict(position)}
+    return encode_frame(None, EventType.snapshot.value, orjson.dumps(data))
+
+
+def _now() -> str:
+    return rfc3339(time.time()) or ""
+
+
+async def job_events(hub: Hub, job: Job, position: int | None, after: int, text: bool) -> AsyncIterator[bytes]:
+    """The frames of one job's stream; ``job`` was read (and checked visible) by the caller."""
+    store = hub.store
+    with hub.subscribe(job.id) as channel:
+        yield _retry_frame(hub) + _snapshot(job, position)
+        cursor = after
+        sent_position = position
+        while True:
+            waiter = channel.waiter()
+            frames: list[bytes] = []
+            ended = False
+            ring = channel.events_after(cursor)
+            if ring is None:
+                rows = await store.events_after(job.id, cursor, REPLAY_BATCH, text)
+                for event_id, event_type, data in rows:
+                    frames.append(encode_frame(event_id, event_type, data))
+                    cursor = event_id
+                    if event_type in _TERMINAL:
+                        ended = True
+                        break
+                if len(rows) == REPLAY_BATCH and not ended:
+                    yield b"".join(frames)
+                    continue
+            else:
+                for event in ring:
+                    frames.append(event.text_frame if text and event.text_frame is not None else event.frame)
+                    cursor = event.id
+                    if event.terminal:
+                        ended = True
+                        break
+            if not ended and channel.position_frame is not None and channel.position != sent_position:
+                sent_position = channel.position
+                frames.append(channel.position_frame)
+            if frames:
+                yield b"".join(frames)
+            if ended or channel.removed or hub.closing:
+                return
+            await waiter
+
+
+async def global_events(hub: Hub, owner: str | None = None) -> AsyncIterator[bytes]:
+    """The frames of the global stream: a ``sync``, then the hub's coalesced ``jobs`` frames."""
+    first = True
+    version = -1
+    while True:
+        waiter = hub.global_waiter()
+        frames = None if version < 0 else hub.global_frames_after(version)
+        if frames is None:
+            version = hub.global_version
+            jobs = await hub.store.jobs_with_positions(None, owner, recent=SYNC_RECENT)
+            body: dict[str, Any] = {
+                "type": GlobalEventType.sync.value, "at": _now(), "jobs": [j.as_dict(p) for j, p in jobs],
+            }
+            frame = encode_frame(None, GlobalEventType.sync.value, orjson.dumps(body))
+            yield (_retry_frame(hub) + frame) if first else frame
+            first = False
+        elif frames:
+            version = frames[-1][0]
+            yield b"".join(f for _, f in frames)
+        if hub.closing:
+            return
+        await waiter

@@ -1,0 +1,309 @@
+"""The worker: the single consumer of the FIFO queue.
+
+It claims the oldest job, hands it to the extraction child (``pagestream.child``) and turns
+what the child sends into store writes — pages in batches, so a fast document costs one
+commit per batch and not one per page. It enforces the per-page stall timeout and the total
+timeout, cancels at a page boundary (killing the child if it does not get there within the
+grace period), and takes a job up again from its next unfinished page when the child dies.
+
+Every store write appends the matching event, and the store hands committed events to the
+hub, so the worker never talks to a watcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+import sys
+import time
+from dataclasses import asdict
+from typing import Any
+
+import orjson
+
+from .extraction import Limits
+from .jobs import ErrorCode, Job, JobState, parse_pages
+from .settings import Settings
+from .store import PageRow, Store
+
+log = logging.getLogger("pagestream.worker")
+
+_HEADER = struct.Struct(">I")
+# Messages the worker puts into its own inbox, next to the child's.
+_CANCEL = {"t": "_cancel"}
+_SHUTDOWN = {"t": "_shutdown"}
+_EOF = {"t": "_eof"}
+
+
+class Child:
+    """One extraction child process and the inbox its messages arrive in."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def spawn(cls, memory_mb: int) -> Child:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pagestream.child", str(memory_mb),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )
+        return cls(process)
+
+    async def _read(self) -> None:
+        stdout = self.process.stdout
+        assert stdout is not None
+        try:
+            while True:
+                head = await stdout.readexactly(_HEADER.size)
+                body = await stdout.readexactly(_HEADER.unpack(head)[0])
+                self.inbox.put_nowait(orjson.loads(body))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self.inbox.put_nowait(_EOF)
+
+    def send(self, message: dict[str, Any]) -> None:
+        stdin = self.process.stdin
+        assert stdin is not None
+        body = orjson.dumps(message)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            stdin.write(_HEADER.pack(len(body)) + body)
+
+    async def next(self, timeout: float) -> dict[str, Any] | None:
+        """The next message, or None if none came within ``timeout`` seconds."""
+        try:
+            return await asyncio.wait_for(self.inbox.get(), max(timeout, 0.0))
+        except TimeoutError:
+            return None
+
+    def drain(self) -> list[dict[str, Any]]:
+        """Every message already waiting, without waiting for more."""
+        messages = []
+        while not self.inbox.empty():
+            messages.append(self.inbox.get_nowait())
+        return messages
+
+    @property
+    def alive(self) -> bool:
+        return self.process.returncode is None and not self._reader.done()
+
+    def exit_description(self) -> str:
+        code = self.process.returncode
+        if code is None:
+            return "the child closed its output"
+        if code < 0:
+            return f"the child was killed by signal {-code}"
+        return f"the child exited with status {code}"
+
+    async def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+        await self.process.wait()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+    async def close(self) -> None:
+        """Ask the child to leave (end of its stdin); kill it if it does not."""
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            await asyncio.wait_for(self.process.wait(), 2.0)
+        except TimeoutError:
+            pass
+        await self.kill()
+
+
+class _RunEnded(Exception):
+    """The child died during a run: the run may be retried."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+class Worker:
+    """The single consumer. ``start()`` it once; ``stop()`` lets the current page finish and persists."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.current: str | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._child: Child | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._limits = Limits(
+            text_page_chars=settings.text_page_chars,
+            epub_max_uncompressed_bytes=settings.epub_max_uncompressed_mb * 1024 * 1024,
+            epub_max_entries=settings.epub_max_entries,
+            max_pages=settings.max_pages,
+        )
+
+    # -- control from the HTTP layer
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="pagestream-worker")
+
+    def wake(self) -> None:
+        """A job was queued: look at the queue now rather than at the next poll."""
+        self._wake.set()
+
+    def request_cancel(self, job_id: str) -> None:
+        if self.current == job_id and self._child is not None:
+            self._child.inbox.put_nowait(_CANCEL)
+
+    async def stop(self) -> None:
+        """Stop taking jobs; the running job stops at its next page boundary and is put back
+        at the head of the queue, so the next start resumes it without spending an attempt."""
+        self._stopping = True
+        self._wake.set()
+        if self._child is not None and self.current is not None:
+            self._child.inbox.put_nowait(_SHUTDOWN)
+        if self._task is not None:
+            await self._task
+        if self._child is not None:
+            await self._child.close()
+            self._child = None
+
+    # -- the loop
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                job = await self.store.claim_next(self.settings.max_attempts)
+            except Exception:
+                log.exception("could not claim the next job")
+                await asyncio.sleep(1.0)
+                continue
+            if job is None:
+                # Woken by a submission; the poll catches jobs queued by other processes.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 1.0)
+                continue
+            self.current = job.id
+            try:
+                await self._run_job(job)
+            except Exception:
+                log.exception("job %s: the worker failed", job.id)
+                with contextlib.suppress(Exception):
+                    await self.store.finish(job.id, JobState.failed, ErrorCode.internal, "the worker failed")
+            finally:
+                self.current = None
+
+    async def _child_ready(self) -> Child:
+        if self._child is None or not self._child.alive:
+            if self._child is not None:
+                await self._child.kill()
+            self._child = await Child.spawn(self.settings.child_memory_mb)
+        return self._child
+
+    async def _discard_child(self) -> None:
+        if self._child is not None:
+            await self._child.kill()
+            self._child = None
+
+    async def _run_job(self, job: Job) -> None:
+        path = self.settings.spool_dir / job.spool_name
+        if job.cancel_requested:
+            await self.store.finish(job.id, JobState.cancelled)
+            return
+        if not path.exists():
+            await self.store.finish(job.id, JobState.failed, ErrorCode.file_missing,
+                                    "the uploaded file is no longer in the spool")
+            return
+        deadline = time.monotonic() + self.settings.job_timeout
+        while True:
+            try:
+                await self._one_run(job, str(path), deadline)
+                return
+            except _RunEnded as ended:
+                await self._discard_child()
+                log.warning("job %s: %s on attempt %d", job.id, ended.description, job.attempts)
+                if job.attempts >= self.settings.max_attempts:
+                    await self.store.finish(job.id, JobState.failed, ErrorCode.child_crashed,
+                                            f"{ended.description}, {job.attempts} times")
+                    return
+                job = await self.store.retrying(job.id, ErrorCode.child_crashed, ended.description)
+
+    async def _one_run(self, job: Job, path: str, deadline: float) -> None:
+        done = await self.store.done_pages(job.id)
+        child = await self._child_ready()
+        child.drain()  # nothing of an earlier job may leak into this one
+        child.send({
+            "op": "run", "path": path, "kind": job.kind.value, "password": job.password,
+            "pages": parse_pages(job.pages_spec) if job.pages_spec else None,
+            "done": sorted(done), "limits": asdict(self._limits),
+        })
+        settings = self.settings
+        stop_deadline: float | None = None  # set once a stop was sent to the child
+        stop_reason: JobState | None = None  # cancelled, or queued again for a shutdown
+        opened = False
+        while True:
+            now = time.monotonic()
+            timeout = min(settings.page_timeout, deadline - now)
+            if stop_deadline is not None:
+                timeout = min(timeout, stop_deadline - now)
+            first = await child.next(timeout)
+            if first is None:
+                now = time.monotonic()
+                await self._discard_child()
+                if stop_deadline is not None and now >= stop_deadline:
+                    await self._stopped(job, stop_reason)
+                elif now >= deadline:
+                    await self.store.finish(job.id, JobState.failed, ErrorCode.job_timeout,
+                                            f"the job ran longer than {settings.job_timeout:g} s")
+                else:
+                    await self.store.finish(job.id, JobState.failed, ErrorCode.page_timeout,
+                                            f"a page took longer than {settings.page_timeout:g} s")
+                return
+            # Everything the child has sent so far, handled in order; runs of pages are stored in one write.
+            pages: list[PageRow] = []
+            for message in [first, *child.drain(), None]:
+                if message is not None and message["t"] == "page":
+                    pages.append(PageRow(message["number"], message["chars"], message["words"], message["ms"],
+                                         message["method"], message["error"], message["text"]))
+                    continue
+                if pages:
+                    await self.store.record_pages(job.id, pages)
+                    pages = []
+                if message is None:
+                    break
+                kind = message["t"]
+                if kind == "open":
+                    opened = True
+                    await self.store.start_run(job.id, message["pages_total"], message["resume_from"])
+                elif kind == "end":
+                    await self.store.finish(job.id, JobState.completed)
+                    return
+                elif kind == "fail":
+                    code = ErrorCode(message["code"])
+                    if code is ErrorCode.memory_limit:
+                        await self._discard_child()
+                    await self.store.finish(job.id, JobState.failed, code, message["message"])
+                    return
+                elif kind == "stopped":
+                    await self._stopped(job, stop_reason)
+                    return
+                elif kind == "_eof":
+                    if stop_reason is not None:  # killed while stopping: that is a stop too
+                        await self._discard_child()
+                        await self._stopped(job, stop_reason)
+                        return
+                    with contextlib.suppress(TimeoutError):  # let the exit status arrive, to say how it ended
+                        await asyncio.wait_for(child.process.wait(), 1.0)
+                    raise _RunEnded(child.exit_description() + ("" if opened else " while opening the document"))
+                elif kind in ("_cancel", "_shutdown") and stop_deadline is None:
+                    stop_reason = JobState.cancelled if kind == "_cancel" else JobState.queued
+                    stop_deadline = time.monotonic() + settings.cancel_grace
+                    child.send({"op": "stop"})
+
+    async def _stopped(self, job: Job, reason: JobState | None) -> None:
+        if reason is JobState.queued:
+            await self.store.requeue(job.id)
+        else:
+            await self.store.finish(job.id, JobState.cancelled)

@@ -1,0 +1,163 @@
+"""A real pagestream server in a subprocess on a free port, for end-to-end tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """``pagestream serve`` on 127.0.0.1 with its own data folder. Start, kill -9, restart at will."""
+
+    data_dir: Path
+    settings: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> Server:
+        args = [sys.executable, "-m", "pagestream", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        for name, value in self.settings.items():
+            args += [f"--{name.replace('_', '-')}", str(value)]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        self.log_path = self.data_dir.parent / f"server-{self.port}.log"
+        with open(self.log_path, "ab") as log:  # the process keeps its own descriptor
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.log()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            time.sleep(0.05)
+        raise TimeoutError(f"the server did not answer within {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:] if self.log_path and self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL the server and, like a crash of the machine's process tree, its extraction child."""
+        if self.process is None:
+            return
+        children = _children(self.process.pid)
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.process = None
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, and wait for a graceful exit."""
+        if self.process is None:
+            return 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout)
+        finally:
+            if self.process.poll() is None:
+                self.kill()
+        self.process = None
+        return code
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        """An httpx client for this server that checks every response against the contract."""
+        from .contract import check_response
+
+        return httpx.Client(base_url=self.url, timeout=30, event_hooks={"response": [check_response]}, **kwargs)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+@contextlib.contextmanager
+def running_server(data_dir: Path, **kwargs: Any) -> Iterator[Server]:
+    server = Server(data_dir, **kwargs).start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@dataclass
+class Event:
+    """One SSE event as a client sees it."""
+
+    type: str
+    data: dict[str, Any]
+    id: int | None
+
+
+def read_events(response: httpx.Response, stop: Any = None) -> Iterator[Event]:
+    """Parse an SSE response into events (comments skipped), stopping when ``stop(event)`` is true."""
+    import orjson
+
+    from .contract import check_event
+
+    global_stream = response.request.url.path == "/api/v1/events"
+    fields: dict[str, str] = {}
+    data_lines: list[str] = []
+    for line in response.iter_lines():
+        if line == "":
+            if data_lines:
+                event = Event(fields.get("event", "message"), orjson.loads("\n".join(data_lines)),
+                              int(fields["id"]) if "id" in fields else None)
+                check_event(event.type, event.data, global_stream)
+                yield event
+                if stop is not None and stop(event):
+                    return
+            fields, data_lines = {}, []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "data":
+            data_lines.append(value)
+        else:
+            fields[name] = value
+
+
+def wait_for_state(client: httpx.Client, job_id: str, states: set[str], timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = client.get(f"/api/v1/jobs/{job_id}").json()
+        if job["state"] in states:
+            return job
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} is still {job['state']} after {timeout} s")
+        time.sleep(0.05)

@@ -1,0 +1,170 @@
+"""The SSE streams against a real server: order, ids, resume, the end, positions, the global stream."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import httpx
+
+from .docs import make_pdf
+from .server import Event, Server, read_events, wait_for_state
+
+SLOW = {"PAGESTREAM_FAULT_PAGE_DELAY": "0.2"}
+
+
+def submit(client: httpx.Client, pages: list[str], **params: str) -> dict[str, Any]:
+    response = client.post("/api/v1/jobs", content=make_pdf(pages), params=params)
+    assert response.status_code == 202, response.text
+    job: dict[str, Any] = response.json()
+    return job
+
+
+def stream(client: httpx.Client, job_id: str, headers: dict[str, str] | None = None, **params: Any) -> list[Event]:
+    with client.stream("GET", f"/api/v1/jobs/{job_id}/events", params=params, headers=headers or {}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["x-accel-buffering"] == "no"
+        assert "content-encoding" not in response.headers
+        return list(read_events(response))
+
+
+def test_a_job_stream_is_snapshot_then_every_event_in_order_then_the_end(server: Server) -> None:
+    pages = [f"page number {i}" for i in range(1, 13)]
+    with server.client() as client:
+        job = submit(client, pages)
+        events = stream(client, job["id"])
+    assert events[0].type == "snapshot" and events[0].id is None
+    assert events[0].data["job"]["id"] == job["id"]
+    logged = [e for e in events if e.id is not None]
+    assert [e.id for e in logged] == list(range(1, len(logged) + 1))
+    types = [e.type for e in logged]
+    assert types[0] == "queued" and types[1] == "started" and types[-1] == "completed"
+    page_events = [e for e in logged if e.type == "page"]
+    assert [e.data["page"]["number"] for e in page_events] == list(range(1, 13))
+    assert [e.data["pages_done"] for e in page_events] == list(range(1, 13))
+    assert all("text" not in e.data["page"] for e in page_events)
+    assert logged[-1].data["pages_total"] == 12
+
+
+def test_text_1_puts_each_page_text_in_its_event(server: Server) -> None:
+    with server.client() as client:
+        job = submit(client, ["alpha beta", "gamma"])
+        wait_for_state(client, job["id"], {"completed"})
+        events = stream(client, job["id"], text=1)
+    texts = [e.data["page"]["text"].strip() for e in events if e.type == "page"]
+    assert texts == ["alpha beta", "gamma"]
+
+
+def test_live_text_stream_carries_the_text_too(make_server: type[Server]) -> None:
+    server = make_server(env=SLOW)
+    with server.client() as client:
+        job = submit(client, ["one", "two", "three"])
+        events = stream(client, job["id"], text=1)
+    assert [e.data["page"]["text"].strip() for e in events if e.type == "page"] == ["one", "two", "three"]
+
+
+def test_resume_with_last_event_id_or_after_gets_exactly_the_missed_events(server: Server) -> None:
+    with server.client() as client:
+        job = submit(client, [f"p{i}" for i in range(8)])
+        wait_for_state(client, job["id"], {"completed"})
+        full = [e for e in stream(client, job["id"]) if e.id is not None]
+        by_header = [e for e in stream(client, job["id"], headers={"Last-Event-ID": "4"}) if e.id is not None]
+        by_query = [e for e in stream(client, job["id"], after=4) if e.id is not None]
+        # Last-Event-ID wins over ?after= (it is what a browser sends when it reconnects).
+        both = [e for e in stream(client, job["id"], headers={"Last-Event-ID": "6"}, after=2) if e.id is not None]
+    assert [(e.id, e.type, e.data) for e in by_header] == [(e.id, e.type, e.data) for e in full[4:]]
+    assert [(e.id, e.data) for e in by_query] == [(e.id, e.data) for e in full[4:]]
+    assert [e.id for e in both] == [e.id for e in full[6:]]
+
+
+def test_a_client_that_saw_the_end_gets_204(server: Server) -> None:
+    with server.client() as client:
+        job = submit(client, ["only"])
+        done = wait_for_state(client, job["id"], {"completed"})
+        response = client.get(f"/api/v1/jobs/{job['id']}/events",
+                              headers={"Last-Event-ID": str(done["last_event_id"])})
+        assert response.status_code == 204
+        assert client.get(f"/api/v1/jobs/{job['id']}/events", params={"after": "x"}).status_code == 400
+
+
+def test_a_stream_opened_mid_job_replays_then_follows_live(make_server: type[Server]) -> None:
+    server = make_server(env=SLOW)
+    with server.client() as client:
+        job = submit(client, [f"p{i}" for i in range(10)])
+        deadline = time.monotonic() + 10
+        while client.get(f"/api/v1/jobs/{job['id']}").json()["pages_done"] < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        events = stream(client, job["id"])
+    logged = [e for e in events if e.id is not None]
+    assert [e.id for e in logged] == list(range(1, len(logged) + 1))
+    assert [e.data["page"]["number"] for e in logged if e.type == "page"] == list(range(1, 11))
+    assert events[0].data["job"]["pages_done"] >= 3
+
+
+def test_many_watchers_see_the_same_events(make_server: type[Server]) -> None:
+    server = make_server(env={"PAGESTREAM_FAULT_PAGE_DELAY": "0.05"})
+    results: list[list[tuple[int | None, str]]] = []
+    with server.client() as client:
+        job = submit(client, [f"p{i}" for i in range(15)])
+
+        def watch() -> None:
+            with server.client() as own:
+                results.append([(e.id, e.type) for e in stream(own, job["id"]) if e.id is not None])
+
+        threads = [threading.Thread(target=watch) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert len(results) == 8
+    assert all(r == results[0] for r in results)
+    assert results[0][-1][1] == "completed"
+
+
+def test_queued_jobs_see_their_position_fall(make_server: type[Server]) -> None:
+    server = make_server(env={"PAGESTREAM_FAULT_PAGE_DELAY": "0.3"})
+    with server.client() as client:
+        jobs = [submit(client, ["a", "b"]) for _ in range(4)]
+        last = jobs[-1]
+        assert client.get(f"/api/v1/jobs/{last['id']}").json()["position"] in (3, 4)
+        events = stream(client, last["id"])
+    snapshot_position = events[0].data["job"]["position"]
+    positions = [e.data["position"] for e in events if e.type == "position"]
+    assert positions, "no position event reached the last job's stream"
+    assert positions == sorted(positions, reverse=True) and positions[-1] == 1
+    assert all(p < snapshot_position for p in positions)
+    assert all(e.id is None for e in events if e.type == "position")
+    order = [e.type for e in events if e.id is not None]
+    assert order[-1] == "completed"
+
+
+def test_the_global_stream_syncs_then_sends_changes(make_server: type[Server]) -> None:
+    server = make_server(env={"PAGESTREAM_FAULT_PAGE_DELAY": "0.1"})
+    with server.client() as client:
+        done = submit(client, ["before"])
+        wait_for_state(client, done["id"], {"completed"})
+        seen: list[Event] = []
+        holder: dict[str, Any] = {}
+
+        def watch() -> None:
+            with server.client() as own, own.stream("GET", "/api/v1/events") as response:
+                assert response.status_code == 200
+                for event in read_events(response):
+                    seen.append(event)
+                    states = {j["id"]: j["state"] for e in seen if e.type in ("sync", "jobs") for j in e.data["jobs"]}
+                    if "id" in holder and states.get(holder["id"]) == "completed":
+                        return
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        time.sleep(0.5)
+        holder["id"] = submit(client, ["x", "y", "z"])["id"]
+        watcher.join(30)
+        assert not watcher.is_alive()
+    assert seen[0].type == "sync"
+    assert done["id"] in {j["id"] for j in seen[0].data["jobs"]}
+    states = [j["state"] for e in seen[1:] for j in e.data["jobs"] if j["id"] == holder["id"]]
+    assert states[-1] == "completed" and "running" in states
