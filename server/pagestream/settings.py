@@ -90,3 +90,16 @@ def settings_table() -> list[tuple[str, str, Any, str]]:
     return [
         (f.name, ENV_PREFIX + f.name.upper(), f.default, f.metadata["help"]) for f in dataclasses.fields(Settings)
     ]
+
+
+def settings_markdown() -> str:
+    """The README's settings table, made from the code (a test checks that the README holds it)."""
+    rows = ["| Setting | Environment variable | Default | What it does |", "|---|---|---|---|"]
+    for name, env, default, help_text in settings_table():
+        shown = f"`{default}`" if default != "" else "(empty)"
+        rows.append(f"| `--{name.replace('_', '-')}` | `{env}` | {shown} | {help_text} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(settings_markdown(), end="")

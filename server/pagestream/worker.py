@@ -172,6 +172,11 @@ class Worker:
     # -- the loop
 
     async def _run(self) -> None:
+        # Start the child before the first job arrives: its start-up is not the first job's wait.
+        try:
+            await self._child_ready()
+        except OSError:
+            log.exception("could not start the extraction child")
         while not self._stopping:
             self._wake.clear()
             try:
