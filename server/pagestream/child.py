@@ -95,8 +95,8 @@ def _run(command: dict[str, Any], stdin: BinaryIO, out: BinaryIO) -> None:
     try:
         with open_document(command["path"], DocumentKind(command["kind"]), password=command["password"],
                            limits=limits) as document:
-            ranges = [tuple(r) for r in command["pages"]] if command["pages"] else None
-            selected = select_pages(ranges, document.page_count)  # type: ignore[arg-type]
+            ranges = [(int(lo), int(hi)) for lo, hi in command["pages"]] if command["pages"] else None
+            selected = select_pages(ranges, document.page_count)
             if not selected:
                 write_message(out, {"t": "fail", "code": ErrorCode.no_pages.value,
                                     "message": f"the page range selects none of the document's "

@@ -50,7 +50,8 @@ class SpoolFile:
 
     @property
     def sha256(self) -> str:
-        return self._hash.hexdigest()
+        digest: str = self._hash.hexdigest()
+        return digest
 
     async def write(self, chunks: list[bytes]) -> None:
         data = b"".join(chunks)

@@ -78,7 +78,7 @@ class Settings:
 
 
 def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
-    kind = type(f.default)
+    kind: type[Any] = type(f.default)
     try:
         return kind(raw)
     except ValueError:

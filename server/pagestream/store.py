@@ -359,9 +359,9 @@ class Store:
             return
         if self.on_commit is not None and (commit.events or commit.touched or commit.removed) and self._loop:
             self._loop.call_soon_threadsafe(self.on_commit, commit)
-        for future, result, exc in done:
-            if exc is not None:
-                future.set_exception(exc)
+        for future, result, error in done:
+            if error is not None:
+                future.set_exception(error)
             else:
                 future.set_result(result)
 
@@ -628,7 +628,8 @@ class Store:
         """A page of the job list and the seq to continue after (None at the end)."""
 
         def read(conn: sqlite3.Connection) -> tuple[list[tuple[Job, int | None]], int | None]:
-            where, args = [], []
+            where: list[str] = []
+            args: list[str | int] = []
             if states:
                 where.append(f"state IN ({','.join('?' * len(states))})")
                 args += [s.value for s in states]
