@@ -452,3 +452,17 @@ def test_page_number_out_of_range(tmp_path: Path) -> None:
             document.extract(2)
         with pytest.raises(ValueError):
             document.extract(0)
+
+
+def test_require_corpus_fails_in_ci_and_skips_elsewhere(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from . import corpus
+
+    monkeypatch.setattr(corpus, "CORPUS", tmp_path / "no-corpus")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception):
+        corpus.require_corpus()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        corpus.require_corpus()
+    monkeypatch.setattr(corpus, "CORPUS", tmp_path)
+    assert corpus.require_corpus() == tmp_path

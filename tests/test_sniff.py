@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 import zlib
 from pathlib import Path
 
@@ -185,3 +186,12 @@ def test_corpus() -> None:
         if name.startswith("pdf/") and outcome != "invalid":
             path = corpus / name
             assert sniff(path.read_bytes()[:HEAD], path, path.name) is DocumentKind.pdf, name
+
+
+@pytest.mark.parametrize("line", [b"[a", b"**a ", b"__a ", b"![", b"[a](", b"<!--"])
+def test_hostile_head_is_sniffed_in_linear_time(line: bytes) -> None:
+    # Unbounded regex repetitions once took 7-15 s on these; the server runs sniff on every upload.
+    head = line * (HEAD // len(line))
+    started = time.perf_counter()
+    sniff(head)
+    assert time.perf_counter() - started < 2

@@ -6,7 +6,9 @@ Every error leaves through :func:`error_response` in the one error shape.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -17,7 +19,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import __version__
-from .errors import ApiError, BadRequest, EmptyUpload, InvalidOptions, NotFinished, NotFound, UnsupportedType
+from .auth import SESSION_COOKIE, Caller, Keys, authenticate
+from .errors import (
+    ApiError,
+    BadRequest,
+    EmptyUpload,
+    InvalidOptions,
+    NotFinished,
+    NotFound,
+    Unauthorized,
+    UnsupportedType,
+)
 from .hub import Hub
 from .intake import MultipartReceiver, SpoolFile, receive_raw
 from .jobs import ErrorCode, JobState, new_job_id, parse_pages
@@ -44,6 +56,7 @@ class Services:
     hub: Hub
     worker: Worker
     contract: Contract
+    keys: Keys
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -80,9 +93,35 @@ def services(request: Request) -> Services:
     return svc
 
 
+def caller(request: Request) -> Caller:
+    """Who is calling; set by :func:`authenticated` before an API handler runs."""
+    found: Caller = request.state.caller
+    return found
+
+
 def _owner(request: Request) -> str | None:
-    """The owner whose jobs this caller may see; None means every job (no keys configured)."""
-    return None
+    """The owner whose jobs this caller may see; None means every job."""
+    return caller(request).scope
+
+
+def _stream_key(request: Request) -> str:
+    """Whose stream limit a new stream counts against: the owner, or the address when keys are off."""
+    if services(request).keys.enabled:
+        return "owner:" + caller(request).owner
+    return "addr:" + (request.client.host if request.client else "?")
+
+
+def authenticated(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap an API handler: authenticate the caller (401/403 in the error shape) before it runs."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: Request) -> Response:
+        host = request.headers.get("host", "")
+        request.state.caller = authenticate(services(request).keys, dict(request.headers), request.cookies,
+                                            request.method, host)
+        return await handler(request)
+
+    return wrapper
 
 
 def _flag(request: Request, name: str) -> bool:
@@ -139,10 +178,10 @@ async def submit(request: Request) -> Response:
                 id=job_id, filename=spool.filename if spool.filename != "upload" else _default_name(spool),
                 kind=spool.kind, size=spool.size, sha256=spool.sha256,  # type: ignore[arg-type]
                 spool_name=job_id, pages_spec=options.get("pages"), password=options.get("password"),
-                owner=_owner(request) or "",
+                owner=caller(request).owner,
                 idempotency_key=None if key is None else (key if len(files) == 1 else f"{key}#{index}"),
             ))
-        results = await svc.store.enqueue(uploads, settings.max_queued_jobs)
+        results = await svc.store.enqueue(uploads, settings.max_queued_jobs, settings.max_queued_per_caller)
     except BaseException:
         for spool in files:
             await spool.discard()
@@ -299,12 +338,54 @@ async def job_stream(request: Request) -> Response:
     if job.state.finished and after >= job.last_event_id:
         # The client has seen the end: 204 tells a browser's EventSource to stop reconnecting.
         return Response(status_code=204)
-    return event_stream_response(svc.hub, job_events(svc.hub, job, position, after, text))
+    return event_stream_response(svc.hub, _stream_key(request), job_events(svc.hub, job, position, after, text))
 
 
 async def global_stream(request: Request) -> Response:
     svc = services(request)
-    return event_stream_response(svc.hub, global_events(svc.hub, _owner(request)))
+    return event_stream_response(svc.hub, _stream_key(request), global_events(svc.hub, _owner(request)))
+
+
+# -- signing in (browsers: EventSource cannot send headers, so it rides on a cookie)
+
+
+async def session_info(request: Request) -> Response:
+    svc = services(request)
+    if not svc.keys.enabled:
+        return json_response({"keys": False, "owner": None, "role": None})
+    try:
+        who = authenticate(svc.keys, dict(request.headers), request.cookies, "GET", "")
+    except ApiError:
+        return json_response({"keys": True, "owner": None, "role": None})
+    return json_response({"keys": True, "owner": who.owner, "role": who.role.value})
+
+
+async def sign_in(request: Request) -> Response:
+    """Trade an API key for an HttpOnly, SameSite=Strict session cookie."""
+    svc = services(request)
+    if not svc.keys.enabled:
+        return json_response({"keys": False, "owner": None, "role": None})
+    try:
+        body = orjson.loads(await request.body())
+        key = body["key"] if isinstance(body, dict) else None
+    except (orjson.JSONDecodeError, KeyError):
+        key = None
+    if not isinstance(key, str):
+        raise BadRequest('send {"key": "<your API key>"}')
+    who = svc.keys.check(key)
+    if who is None:
+        raise Unauthorized("the API key is not valid")
+    response = json_response({"keys": True, "owner": who.owner, "role": who.role.value})
+    lifetime = svc.settings.session_hours * 3600
+    response.set_cookie(SESSION_COOKIE, svc.keys.session_for(key, lifetime), max_age=int(lifetime), httponly=True,
+                        samesite="strict", secure=request.url.scheme == "https", path="/")
+    return response
+
+
+async def sign_out(request: Request) -> Response:
+    response = Response(status_code=204)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    return response
 
 
 # -- the server itself
@@ -333,16 +414,22 @@ async def openapi_document(request: Request) -> Response:
 
 
 def routes() -> list[Route]:
+    def api(path: str, handler: Callable[[Request], Awaitable[Response]], method: str) -> Route:
+        return Route(f"{API}{path}", authenticated(handler), methods=[method])
+
     return [
-        Route(f"{API}/jobs", submit, methods=["POST"]),
-        Route(f"{API}/jobs", list_jobs, methods=["GET"]),
-        Route(f"{API}/jobs/{{job_id}}", get_job, methods=["GET"]),
-        Route(f"{API}/jobs/{{job_id}}", delete, methods=["DELETE"]),
-        Route(f"{API}/jobs/{{job_id}}/cancel", cancel, methods=["POST"]),
-        Route(f"{API}/jobs/{{job_id}}/retry", retry, methods=["POST"]),
-        Route(f"{API}/jobs/{{job_id}}/result", result, methods=["GET"]),
-        Route(f"{API}/jobs/{{job_id}}/events", job_stream, methods=["GET"]),
-        Route(f"{API}/events", global_stream, methods=["GET"]),
+        api("/jobs", submit, "POST"),
+        api("/jobs", list_jobs, "GET"),
+        api("/jobs/{job_id}", get_job, "GET"),
+        api("/jobs/{job_id}", delete, "DELETE"),
+        api("/jobs/{job_id}/cancel", cancel, "POST"),
+        api("/jobs/{job_id}/retry", retry, "POST"),
+        api("/jobs/{job_id}/result", result, "GET"),
+        api("/jobs/{job_id}/events", job_stream, "GET"),
+        api("/events", global_stream, "GET"),
+        Route(f"{API}/session", session_info, methods=["GET"]),
+        Route(f"{API}/session", sign_in, methods=["POST"]),
+        Route(f"{API}/session", sign_out, methods=["DELETE"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/schemas/{name:path}", schema_file, methods=["GET"]),
         Route("/openapi.json", openapi_document, methods=["GET"]),

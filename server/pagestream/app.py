@@ -1,4 +1,4 @@
-"""The app factory: builds the Starlette app whose lifespan opens the store, hub and worker."""
+"""The app factory: builds the Starlette app whose lifespan opens the store, hub, worker and janitor."""
 
 from __future__ import annotations
 
@@ -9,14 +9,17 @@ from collections.abc import AsyncIterator
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
 from .api import Services, api_error, http_exception, internal_error, routes
+from .auth import Keys, is_loopback
 from .errors import ApiError
 from .hub import Hub
-from .intake import sweep_spool
+from .janitor import Janitor
 from .resources import web_dir
 from .schemas import Contract, openapi
 from .settings import Settings
@@ -25,11 +28,58 @@ from .worker import Worker
 
 log = logging.getLogger("pagestream")
 
+# The UI is plain files of our own: nothing inline, nothing from elsewhere.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware (no BaseHTTPMiddleware: it breaks streaming and disconnects)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+                if not scope["path"].startswith("/api/"):
+                    headers.append((b"content-security-policy", CONTENT_SECURITY_POLICY.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class InsecureListen(ValueError):
+    """Listening beyond loopback without API keys, and without allow_open."""
+
+
+def load_keys(settings: Settings) -> Keys:
+    keys = Keys.load(settings.api_keys, settings.api_keys_file)
+    if not keys.enabled and not is_loopback(settings.host):
+        if not settings.allow_open:
+            raise InsecureListen(
+                f"refusing to listen on {settings.host} without API keys: anyone who reaches it could read and "
+                "delete every job. Set api_keys (or api_keys_file), or allow_open to accept that."
+            )
+        log.warning("LISTENING ON %s WITHOUT API KEYS: anyone who reaches this port can see, submit and delete "
+                    "every job (allow_open is set)", settings.host)
+    return keys
+
 
 def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> Starlette:
     """The whole server as an ASGI app. ``run_worker=False`` serves the API without consuming the queue."""
     settings = settings or Settings.from_env()
     contract = Contract()
+    keys = load_keys(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -39,22 +89,23 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
         await store.open()
         hub = Hub(store, settings)
         hub.start()
-        removed = await sweep_spool(settings.spool_dir, await store.spool_names())
-        if removed:
-            log.info("removed %d spool files no job owns", removed)
+        janitor = Janitor(store, settings)
+        await janitor.start()
         worker = Worker(store, settings)
-        app.state.services = Services(settings, store, hub, worker, contract)
+        app.state.services = Services(settings, store, hub, worker, contract, keys)
         if run_worker:
             worker.start()
         try:
             yield
         finally:
             await worker.stop()
+            await janitor.stop()
             await hub.close()
             await store.close()
 
     app = Starlette(
         routes=[*routes(), Mount("/", StaticFiles(directory=web_dir(), html=True), name="web")],
+        middleware=[Middleware(SecurityHeaders)],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_exception, ApiError: api_error, Exception: internal_error},
     )

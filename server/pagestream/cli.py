@@ -22,8 +22,12 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     fields = {f.name: f for f in dataclasses.fields(Settings)}
     for name, env, default, help_text in settings_table():
         kind = type(fields[name].default)
-        serve.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
-                           metavar=kind.__name__.upper(), help=f"{help_text} [{env}; default: {default!r}]")
+        flag, help_text = f"--{name.replace('_', '-')}", f"{help_text} [{env}; default: {default!r}]"
+        if kind is bool:
+            serve.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            serve.add_argument(flag, dest=name, type=kind, default=None, metavar=kind.__name__.upper(),
+                               help=help_text)
     serve.add_argument("--no-worker", action="store_true", help="serve the API only; do not run the queue's worker")
 
 
@@ -39,7 +43,11 @@ def serve(args: argparse.Namespace) -> int:
         print(f"pagestream: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings, run_worker=not args.no_worker)
+    try:
+        app = create_app(settings, run_worker=not args.no_worker)
+    except (ValueError, OSError) as exc:  # a bad or missing key file, or listening in the open without keys
+        print(f"pagestream: {exc}", file=sys.stderr)
+        return 2
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on",
         loop="auto", http="auto", timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,

@@ -4,6 +4,8 @@
     ├── BadRequest (400 bad_request)
     │   ├── InvalidOptions (400 invalid_options)
     │   └── EmptyUpload (400 empty_upload)
+    ├── Unauthorized (401 unauthorized)
+    ├── Forbidden (403 forbidden)
     ├── NotFound (404 not_found)
     ├── MethodNotAllowed (405 method_not_allowed)
     ├── Conflict (409 conflict)
@@ -12,6 +14,7 @@
     ├── TooLarge (413 too_large)
     ├── UnsupportedType (415 unsupported_type)
     ├── QueueFull (429 queue_full, Retry-After)
+    ├── CallerStreamLimit (429 too_many_streams, Retry-After)
     ├── Unavailable (503 unavailable)
     │   └── TooManyStreams (503 too_many_streams)
     └── InsufficientStorage (507 insufficient_storage)
@@ -51,6 +54,15 @@ class EmptyUpload(BadRequest):
     code = ErrorCode.empty_upload
 
 
+class Unauthorized(ApiError):
+    status, code = 401, ErrorCode.unauthorized
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(ApiError):
+    status, code = 403, ErrorCode.forbidden
+
+
 class NotFound(ApiError):
     status, code = 404, ErrorCode.not_found
 
@@ -82,6 +94,11 @@ class UnsupportedType(ApiError):
 class QueueFull(ApiError):
     status, code = 429, ErrorCode.queue_full
     headers = {"Retry-After": "5"}
+
+
+class CallerStreamLimit(ApiError):
+    status, code = 429, ErrorCode.too_many_streams
+    headers = {"Retry-After": "10"}
 
 
 class Unavailable(ApiError):

@@ -10,9 +10,10 @@ Failures come in two sizes:
 - :class:`ExtractionError` (from :func:`open_document`) — the whole document cannot be
   read; it carries an :class:`~pagestream.jobs.ErrorCode` the job fails with.
 - A page-level error — :meth:`Document.extract` returns a :class:`PageResult` whose ``error``
-  is set and whose text is ``""``; the other pages go on. The one exception: an EPUB whose
-  entries decompress to more than they declared raises ``archive_too_large`` from
-  ``extract``, because that is a hostile archive, not a bad page.
+  is set and whose text is ``""``; the other pages go on. The one exception: an EPUB that
+  inflates past its uncompressed limit while its pages are read (headers that lie, one
+  entry read many times) raises ``archive_too_large`` from ``extract``: that is a hostile
+  archive, not a bad page. A page number outside the document raises ValueError.
 
 pypdfium2 is not thread-safe: use a document from one thread only (the child has one).
 """
@@ -101,7 +102,11 @@ class Document(Protocol):
     page_count: int
 
     def extract(self, number: int) -> PageResult:
-        """The text of page ``number`` (1-based); a bad page gives a result with ``error`` set."""
+        """The text of page ``number`` (1-based); a bad page gives a result with ``error`` set.
+
+        Raises ValueError for a number outside 1..page_count (a caller's bug), and
+        ExtractionError(archive_too_large) for an EPUB that inflates past its limit.
+        """
         ...
 
     def close(self) -> None: ...
@@ -206,7 +211,7 @@ class _PdfDocument(_BaseDocument):
         try:
             textpage = page.get_textpage()
             try:
-                # The whole page box; returns all of Unicode (unlike get_text_range in old PDFium).
+                # All text inside the page box, as the corpus manifest's floor was measured.
                 return str(textpage.get_text_bounded())
             finally:
                 textpage.close()
@@ -518,8 +523,9 @@ def _decode_markup(data: bytes) -> str:
         try:
             encoding = codecs.lookup((match.group(1) or match.group(2)).decode("ascii")).name
         except LookupError:
-            pass
-        else:
+            encoding = "unknown"
+        # A declaration we could read as ASCII cannot be in UTF-16/32 (those come with a BOM).
+        if encoding != "unknown" and not encoding.startswith(("utf-16", "utf-32")):
             return data.decode(encoding, errors="replace")
     try:
         return data.decode("utf-8")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import itertools
 import logging
 import time
@@ -32,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from .jobs import EventType, rfc3339
+from .jobs import EventType, GlobalEventType, rfc3339
 from .settings import Settings
 from .store import Commit, Store, StoredEvent, encode_frame
 
@@ -94,6 +95,41 @@ class Channel:
         return list(itertools.islice(ring, after + 1 - first, None))
 
 
+@dataclasses.dataclass(slots=True)
+class GlobalFrame:
+    """One frame of the global stream, before it is cut to what a caller may see.
+
+    Each audience (every job, or one owner's) gets it encoded once, and the same bytes go to
+    all the streams of that audience.
+    """
+
+    jobs: list[tuple[str, dict[str, Any]]]
+    removed: list[tuple[str, str]]
+    positions: list[tuple[str, str, int]] | None = None
+    at: str = dataclasses.field(default_factory=lambda: rfc3339(time.time()) or "")
+    _encoded: dict[str | None, bytes] = dataclasses.field(default_factory=dict)
+
+    def encoded(self, scope: str | None) -> bytes:
+        """The frame as the owner ``scope`` sees it (None: every job)."""
+        frame = self._encoded.get(scope)
+        if frame is None:
+            body: dict[str, Any] = {
+                "type": GlobalEventType.jobs.value,
+                "at": self.at,
+                "jobs": [job for owner, job in self.jobs if scope is None or owner == scope],
+                "removed": [job_id for owner, job_id in self.removed if scope is None or owner == scope],
+            }
+            if self.positions is not None:
+                body["positions"] = {
+                    job_id: number for owner, job_id, number in self.positions if scope is None or owner == scope
+                }
+            if scope is not None and not (body["jobs"] or body["removed"] or body.get("positions")):
+                frame = self._encoded[scope] = b""  # nothing of this owner's changed
+                return frame
+            frame = self._encoded[scope] = encode_frame(None, GlobalEventType.jobs.value, orjson.dumps(body))
+        return frame
+
+
 class Hub:
     """Fans committed events out to the streams. One per process; see the module docstring."""
 
@@ -101,15 +137,17 @@ class Hub:
         self.store = store
         self.settings = settings
         self.channels: dict[str, Channel] = {}
+        #: Open streams in this process, and per caller (an owner, or an address without keys).
         self.streams = 0
+        self.streams_by_caller: collections.Counter[str] = collections.Counter()
         self.closing = False
         self._loop = asyncio.get_running_loop()
-        # The global stream: a short log of encoded frames, each with a version.
+        # The global stream: a short log of frames, each with a version.
         self.global_version = 0
-        self.global_frames: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=64)
+        self.global_frames: collections.deque[tuple[int, GlobalFrame]] = collections.deque(maxlen=64)
         self._global_waiter: asyncio.Future[None] = self._loop.create_future()
         self._dirty: set[str] = set()
-        self._removed: set[str] = set()
+        self._removed: dict[str, str] = {}
         self._queue_moved = False
         self._news = asyncio.Event()
         self._ticker: asyncio.Task[None] | None = None
@@ -146,7 +184,7 @@ class Hub:
         for job_id, now in urgent.items():
             self.channels[job_id].wake(now=now)
         self._dirty |= commit.touched
-        self._removed |= commit.removed
+        self._removed.update(commit.removed)
         self._queue_moved |= commit.queue_moved
         self._news.set()
 
@@ -171,7 +209,7 @@ class Hub:
     def global_waiter(self) -> asyncio.Future[None]:
         return self._global_waiter
 
-    def global_frames_after(self, version: int) -> list[tuple[int, bytes]] | None:
+    def global_frames_after(self, version: int) -> list[tuple[int, GlobalFrame]] | None:
         """Frames newer than ``version``, or None if the short log no longer reaches back that far."""
         frames = self.global_frames
         if version >= self.global_version:
@@ -196,22 +234,19 @@ class Hub:
             await asyncio.sleep(interval)
 
     async def _publish_global(self) -> None:
-        dirty, removed, moved = self._dirty - self._removed, self._removed, self._queue_moved
-        self._dirty, self._removed, self._queue_moved = set(), set(), False
+        dirty, removed, moved = self._dirty - self._removed.keys(), self._removed, self._queue_moved
+        self._dirty, self._removed, self._queue_moved = set(), {}, False
         jobs = await self.store.jobs_with_positions(dirty) if dirty else []
-        body: dict[str, Any] = {
-            "type": "jobs",
-            "at": rfc3339(time.time()),
-            "jobs": [job.as_dict(position) for job, position in jobs],
-            "removed": sorted(removed),
-        }
+        frame = GlobalFrame(
+            jobs=[(job.owner, job.as_dict(position)) for job, position in jobs],
+            removed=sorted((owner, job_id) for job_id, owner in removed.items()),
+        )
         if moved:
             order = await self.store.queue_order()
-            positions = {job_id: number for number, job_id in enumerate(order, 1)}
-            body["positions"] = positions
-            self._send_positions(positions)
+            frame.positions = [(owner, job_id, number) for number, (job_id, owner) in enumerate(order, 1)]
+            self._send_positions({job_id: number for _, job_id, number in frame.positions})
         self.global_version += 1
-        self.global_frames.append((self.global_version, encode_frame(None, "jobs", orjson.dumps(body))))
+        self.global_frames.append((self.global_version, frame))
         self._wake_global()
 
     def _send_positions(self, positions: dict[str, int]) -> None:

@@ -231,17 +231,3 @@ class MultipartReceiver:
     def _on_part_end(self) -> None:
         if self._part.spool is None and self._part.name:
             self.fields[self._part.name] = self._part.data.decode("utf-8", "replace")
-
-
-async def sweep_spool(spool_dir: Path, owned: set[str]) -> int:
-    """Remove what no job owns: half-received uploads of a killed server, files of vanished jobs."""
-
-    def sweep() -> int:
-        removed = 0
-        for path in spool_dir.iterdir():
-            if path.is_file() and path.name not in owned:
-                path.unlink(missing_ok=True)
-                removed += 1
-        return removed
-
-    return await asyncio.to_thread(sweep)

@@ -68,7 +68,11 @@ class ErrorCode(StrEnum):
     too_large = "too_large"
     #: The queue holds max_queued_jobs already (429, with Retry-After).
     queue_full = "queue_full"
-    #: No such job, route or schema (404).
+    #: No valid API key or session (401).
+    unauthorized = "unauthorized"
+    #: A cookie-signed state change that did not come from this server's pages (403).
+    forbidden = "forbidden"
+    #: No such job, route or schema (404); also another owner's job.
     not_found = "not_found"
     #: The method is not allowed on this route (405).
     method_not_allowed = "method_not_allowed"
@@ -78,7 +82,7 @@ class ErrorCode(StrEnum):
     not_finished = "not_finished"
     #: The same Idempotency-Key was used with a different upload (409).
     idempotency_conflict = "idempotency_conflict"
-    #: Too many open event streams (503).
+    #: Too many open event streams: the process's limit (503) or the caller's (429).
     too_many_streams = "too_many_streams"
     #: The server is stopping or its store cannot be written (503).
     unavailable = "unavailable"

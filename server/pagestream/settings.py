@@ -28,9 +28,16 @@ class Settings:
     db: str = _setting("", "Store URL: sqlite:///path/to.db. Empty means sqlite:///<data_dir>/pagestream.db.")
     host: str = _setting("127.0.0.1", "Address to listen on.")
     port: int = _setting(8000, "Port to listen on.")
+    api_keys: str = _setting("", "API keys as KEY:OWNER[:ROLE] items (role user or admin), comma separated. "
+                                 "Empty, with no keys file, turns keys off.")
+    api_keys_file: str = _setting("", "A file of API keys, one KEY:OWNER[:ROLE] a line (# starts a comment).")
+    allow_open: bool = _setting(False, "Allow listening beyond loopback without API keys: anyone who reaches "
+                                       "the port can see and do everything.")
+    session_hours: float = _setting(12.0, "How long a browser's sign-in cookie lasts.")
     max_upload_mb: float = _setting(200.0, "Largest accepted upload, in MiB; a larger body is refused with 413.")
     max_files_per_request: int = _setting(100, "Most files one multipart request may carry.")
     max_queued_jobs: int = _setting(10000, "Most jobs waiting in the queue; past it a submission gets 429.")
+    max_queued_per_caller: int = _setting(1000, "Most queued jobs of one owner; past it their submission gets 429.")
     max_pages: int = _setting(20000, "Most pages one job may have; a larger document fails with too_many_pages.")
     page_timeout: float = _setting(60.0, "Seconds one page may take before the job fails with page_timeout.")
     job_timeout: float = _setting(3600.0, "Seconds one job may run in all before it fails with job_timeout.")
@@ -45,6 +52,14 @@ class Settings:
     stream_pace_ms: float = _setting(5.0, "While events are dense, a stream writes at most once per this many ms.")
     global_interval_ms: float = _setting(250.0, "The global stream sends coalesced job states at most this often.")
     max_streams: int = _setting(10000, "Most open event streams in one process; past it a stream gets 503.")
+    max_streams_per_caller: int = _setting(100, "Most open event streams of one owner (or one address without "
+                                                "keys); past it a stream gets 429.")
+    max_stream_age: float = _setting(1800.0, "Seconds after which a stream is closed; the client reconnects "
+                                             "and resumes where it was.")
+    send_timeout: float = _setting(30.0, "Seconds a write to a stream may wait for a client that stopped "
+                                         "reading before the stream is closed.")
+    retention_hours: float = _setting(168.0, "Finished jobs, their pages, events and files are removed this "
+                                             "long after they finish; 0 keeps them.")
     ring_size: int = _setting(1024, "Recent encoded events kept in memory per job for live delivery.")
     shutdown_grace: float = _setting(5.0, "Seconds open streams get to close when the server stops.")
     log_level: str = _setting("info", "Log level: debug, info, warning or error.")
@@ -79,6 +94,10 @@ class Settings:
 
 def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
     kind: type[Any] = type(f.default)
+    if kind is bool:
+        if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off", ""):
+            raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not true or false")
+        return raw.lower() in ("1", "true", "yes", "on")
     try:
         return kind(raw)
     except ValueError:

@@ -69,6 +69,8 @@ _MIGRATIONS: dict[int, str] = {
         last_event_id INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX jobs_state_seq ON jobs (state, seq);
+    CREATE INDEX jobs_owner_state ON jobs (owner, state, seq);
+    CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
     CREATE UNIQUE INDEX jobs_idempotency ON jobs (owner, idempotency_key) WHERE idempotency_key IS NOT NULL;
     CREATE TABLE pages (
         job_id TEXT NOT NULL,
@@ -136,13 +138,14 @@ class Commit:
 
     events: list[StoredEvent] = field(default_factory=list)
     touched: set[str] = field(default_factory=set)
-    removed: set[str] = field(default_factory=set)
+    #: Removed job id → its owner (the global stream tells only that owner's streams).
+    removed: dict[str, str] = field(default_factory=dict)
     queue_moved: bool = False
 
     def merge(self, other: Commit) -> None:
         self.events.extend(other.events)
         self.touched |= other.touched
-        self.removed |= other.removed
+        self.removed.update(other.removed)
         self.queue_moved |= other.queue_moved
 
 
@@ -389,7 +392,7 @@ class Store:
 
     # -- intake
 
-    async def enqueue(self, uploads: Sequence[NewJob], max_queued: int) -> list[tuple[Job, bool]]:
+    async def enqueue(self, uploads: Sequence[NewJob], max_queued: int, max_per_owner: int) -> list[tuple[Job, bool]]:
         """Add jobs at the end of the queue, all or none; (job, created) for each. An upload whose
         Idempotency-Key was seen before returns that earlier job instead (created is False)."""
 
@@ -401,6 +404,12 @@ class Store:
             (queued,) = tx.conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'").fetchone()
             if fresh and queued + fresh > max_queued:
                 raise QueueFull(f"the queue holds {queued} jobs and its limit is {max_queued}; try again later")
+            if fresh and uploads[0].owner:
+                (mine,) = tx.conn.execute(
+                    "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND owner = ?", (uploads[0].owner,)
+                ).fetchone()
+                if mine + fresh > max_per_owner:
+                    raise QueueFull(f"you have {mine} jobs queued and the limit is {max_per_owner}; try again later")
             done: list[tuple[Job, bool]] = []
             for new, earlier in zip(uploads, results):
                 if earlier is not None:
@@ -579,9 +588,7 @@ class Store:
                 return None
             if job.state not in FINISHED:
                 raise Conflict(f"job {job_id} is {job.state.value}; cancel it before deleting it")
-            for table, column in (("events", "job_id"), ("pages", "job_id"), ("jobs", "id")):
-                tx.conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (job_id,))
-            tx.commit.removed.add(job_id)
+            _remove(tx, job)
             return job
 
         return await self.write(write)
@@ -700,13 +707,28 @@ class Store:
 
         return await self.read(read)
 
-    async def queue_order(self) -> list[str]:
-        """Ids of the queued jobs, next to run first."""
+    async def queue_order(self) -> list[tuple[str, str]]:
+        """(id, owner) of the queued jobs, next to run first."""
 
-        def read(conn: sqlite3.Connection) -> list[str]:
-            return [i for (i,) in conn.execute("SELECT id FROM jobs WHERE state = 'queued' ORDER BY seq")]
+        def read(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            return [(i, o) for i, o in conn.execute("SELECT id, owner FROM jobs WHERE state = 'queued' ORDER BY seq")]
 
         return await self.read(read)
+
+    async def purge_finished(self, finished_before: float, limit: int = 500) -> list[Job]:
+        """Remove up to ``limit`` jobs that finished before the given time; the caller removes their files."""
+
+        def write(tx: _Tx) -> list[Job]:
+            rows = tx.conn.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ('completed', 'failed', 'cancelled') "
+                "AND finished_at < ? ORDER BY finished_at LIMIT ?", (finished_before, limit),
+            ).fetchall()
+            jobs = [_job(r) for r in rows]
+            for job in jobs:
+                _remove(tx, job)
+            return jobs
+
+        return await self.write(write)
 
     async def spool_names(self) -> set[str]:
         def read(conn: sqlite3.Connection) -> set[str]:
@@ -727,6 +749,12 @@ def _earlier_submission(tx: _Tx, new: NewJob) -> tuple[Job, bool] | None:
     if earlier.sha256 != new.sha256:
         raise IdempotencyConflict("this Idempotency-Key was used before for a different upload")
     return earlier, False
+
+
+def _remove(tx: _Tx, job: Job) -> None:
+    for table, column in (("events", "job_id"), ("pages", "job_id"), ("jobs", "id")):
+        tx.conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (job.id,))
+    tx.commit.removed[job.id] = job.owner
 
 
 def _visible(job: Job | None, owner: str | None) -> Job | None:

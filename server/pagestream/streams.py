@@ -14,6 +14,7 @@ fresh ``sync``.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ from typing import Any
 import orjson
 from sse_starlette import EventSourceResponse
 
-from .errors import TooManyStreams
+from .errors import CallerStreamLimit, TooManyStreams
 from .hub import Hub
 from .jobs import EventType, GlobalEventType, Job, rfc3339
 from .store import encode_frame
@@ -34,25 +35,45 @@ REPLAY_BATCH = 5000
 SYNC_RECENT = 1000
 
 
-def event_stream_response(hub: Hub, frames: AsyncIterator[bytes]) -> EventSourceResponse:
+def event_stream_response(hub: Hub, caller: str, frames: AsyncIterator[bytes]) -> EventSourceResponse:
+    """An SSE response for ``frames``, within the process's and the caller's stream limits."""
     settings = hub.settings
     if hub.streams >= settings.max_streams:
         raise TooManyStreams(f"this server has {hub.streams} streams open, its limit; try again later")
+    if hub.streams_by_caller[caller] >= settings.max_streams_per_caller:
+        raise CallerStreamLimit(f"you have {settings.max_streams_per_caller} streams open, the limit; "
+                                "close one or try again later")
     return EventSourceResponse(
-        _counted(hub, frames),
+        _counted(hub, caller, frames),
         ping=settings.heartbeat,
-        send_timeout=30,
+        send_timeout=settings.send_timeout,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _counted(hub: Hub, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _counted(hub: Hub, caller: str, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    # Counted inside the generator, so the count and its release run in the same frame (see
+    # sse-starlette #156: a generator closed before its first step never runs its finally).
     hub.streams += 1
+    hub.streams_by_caller[caller] += 1
     try:
         async for frame in frames:
             yield frame
     finally:
         hub.streams -= 1
+        hub.streams_by_caller[caller] -= 1
+        if hub.streams_by_caller[caller] <= 0:
+            del hub.streams_by_caller[caller]
+
+
+async def _wait(waiter: asyncio.Future[None], deadline: float) -> bool:
+    """Wait for the wake-up ``waiter`` (shared by many streams, so never cancelled here) until the
+    stream's deadline; False once the stream is old enough to be closed."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        return False
+    await asyncio.wait((waiter,), timeout=remaining)
+    return True
 
 
 def _retry_frame(hub: Hub) -> bytes:
@@ -77,6 +98,7 @@ async def job_events(hub: Hub, job: Job, position: int | None, after: int, text:
         yield _retry_frame(hub) + _snapshot(job, position)
         cursor = after
         sent_position = position
+        deadline = time.monotonic() + hub.settings.max_stream_age
         while True:
             waiter = channel.waiter()
             frames: list[bytes] = []
@@ -105,21 +127,21 @@ async def job_events(hub: Hub, job: Job, position: int | None, after: int, text:
                 frames.append(channel.position_frame)
             if frames:
                 yield b"".join(frames)
-            if ended or channel.removed or hub.closing:
+            if ended or channel.removed or hub.closing or not await _wait(waiter, deadline):
                 return
-            await waiter
 
 
-async def global_events(hub: Hub, owner: str | None = None) -> AsyncIterator[bytes]:
-    """The frames of the global stream: a ``sync``, then the hub's coalesced ``jobs`` frames."""
+async def global_events(hub: Hub, scope: str | None) -> AsyncIterator[bytes]:
+    """The frames of the global stream as the owner ``scope`` sees them (None: every job)."""
     first = True
     version = -1
+    deadline = time.monotonic() + hub.settings.max_stream_age
     while True:
         waiter = hub.global_waiter()
         frames = None if version < 0 else hub.global_frames_after(version)
         if frames is None:
             version = hub.global_version
-            jobs = await hub.store.jobs_with_positions(None, owner, recent=SYNC_RECENT)
+            jobs = await hub.store.jobs_with_positions(None, scope, recent=SYNC_RECENT)
             body: dict[str, Any] = {
                 "type": GlobalEventType.sync.value, "at": _now(), "jobs": [j.as_dict(p) for j, p in jobs],
             }
@@ -128,7 +150,6 @@ async def global_events(hub: Hub, owner: str | None = None) -> AsyncIterator[byt
             first = False
         elif frames:
             version = frames[-1][0]
-            yield b"".join(f for _, f in frames)
-        if hub.closing:
+            yield b"".join(f.encoded(scope) for _, f in frames)
+        if hub.closing or not await _wait(waiter, deadline):
             return
-        await waiter

@@ -18,12 +18,10 @@ import logging
 import struct
 import sys
 import time
-from dataclasses import asdict
 from typing import Any
 
 import orjson
 
-from .extraction import Limits
 from .jobs import ErrorCode, Job, JobState, parse_pages
 from .settings import Settings
 from .store import PageRow, Store
@@ -136,12 +134,13 @@ class Worker:
         self._stopping = False
         self._child: Child | None = None
         self._task: asyncio.Task[None] | None = None
-        self._limits = Limits(
-            text_page_chars=settings.text_page_chars,
-            epub_max_uncompressed_bytes=settings.epub_max_uncompressed_mb * 1024 * 1024,
-            epub_max_entries=settings.epub_max_entries,
-            max_pages=settings.max_pages,
-        )
+        # The fields of extraction.Limits; the server never imports the parsers themselves.
+        self._limits = {
+            "text_page_chars": settings.text_page_chars,
+            "epub_max_uncompressed_bytes": settings.epub_max_uncompressed_mb * 1024 * 1024,
+            "epub_max_entries": settings.epub_max_entries,
+            "max_pages": settings.max_pages,
+        }
 
     # -- control from the HTTP layer
 
@@ -242,7 +241,7 @@ class Worker:
         child.send({
             "op": "run", "path": path, "kind": job.kind.value, "password": job.password,
             "pages": parse_pages(job.pages_spec) if job.pages_spec else None,
-            "done": sorted(done), "limits": asdict(self._limits),
+            "done": sorted(done), "limits": self._limits,
         })
         settings = self.settings
         stop_deadline: float | None = None  # set once a stop was sent to the child
