@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from .errors import InsufficientStorage, Unavailable
 from .jobs import ErrorCode, Job, JobState, parse_pages
 from .settings import Settings
 from .store import PageRow, Store
@@ -33,6 +34,8 @@ _HEADER = struct.Struct(">I")
 _CANCEL = {"t": "_cancel"}
 _SHUTDOWN = {"t": "_shutdown"}
 _EOF = {"t": "_eof"}
+# Seconds to wait before trying again when the store cannot be written.
+STORAGE_BACKOFF = 2.0
 
 
 class Child:
@@ -192,6 +195,13 @@ class Worker:
             self.current = job.id
             try:
                 await self._run_job(job)
+            except (InsufficientStorage, Unavailable) as exc:
+                # The store cannot be written (disk full, read-only): nothing of this run after the
+                # last commit was kept. Leave the job running; once writes work again, claim_next
+                # takes it up from its next unfinished page.
+                log.error("job %s: %s; retrying in %g s", job.id, exc.message, STORAGE_BACKOFF)
+                await self._discard_child()
+                await asyncio.sleep(STORAGE_BACKOFF)
             except Exception:
                 log.exception("job %s: the worker failed", job.id)
                 with contextlib.suppress(Exception):
