@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import sqlite3
+import pytest
+
 import threading
 import time
 from typing import Any
@@ -11,6 +12,8 @@ import httpx
 
 from .docs import make_pdf
 from .server import Event, Server, read_events, wait_for_state
+
+pytestmark = pytest.mark.stores("sqlite", "postgresql")
 
 PAGES = [f"recovery page {i}" for i in range(1, 31)]
 SLOW = {"PAGESTREAM_FAULT_PAGE_DELAY": "0.1"}
@@ -74,9 +77,8 @@ def test_sigkill_mid_job_resumes_from_the_next_page_and_a_client_misses_nothing(
     retrying = [e for e in full if e.type == "retrying"]
     assert len(retrying) == 1 and retrying[0].data["reason"]["code"] == "interrupted"
     assert done["attempts"] == 2
-    with sqlite3.connect(server.data_dir / "pagestream.db") as db:
-        assert db.execute("SELECT COUNT(*), COUNT(DISTINCT number) FROM pages WHERE job_id = ?",
-                          (job["id"],)).fetchone() == (30, 30)
+    assert server.query("SELECT COUNT(*), COUNT(DISTINCT number) FROM pages WHERE job_id = ?",
+                        (job["id"],)) == [(30, 30)]
 
 
 def test_sigkill_during_queue_keeps_every_accepted_job(make_server: type[Server]) -> None:
@@ -101,9 +103,8 @@ def test_sigterm_finishes_the_page_puts_the_job_back_and_the_next_start_resumes(
     # uvicorn re-raises the signal once it has shut down, so a graceful stop exits by SIGTERM.
     assert server.stop(timeout=20) in (0, -15)
     assert "Application shutdown complete" in server.log()
-    with sqlite3.connect(server.data_dir / "pagestream.db") as db:
-        state, attempts, done = db.execute("SELECT state, attempts, pages_done FROM jobs WHERE id = ?",
-                                           (job["id"],)).fetchone()
+    [(state, attempts, done)] = server.query("SELECT state, attempts, pages_done FROM jobs WHERE id = ?",
+                                             (job["id"],))
     assert state == "queued" and attempts == 0 and 3 <= done < 12
     server.start()
     with server.client() as client:

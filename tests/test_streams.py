@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import threading
 import time
 from typing import Any
@@ -10,6 +12,8 @@ import httpx
 
 from .docs import make_pdf
 from .server import Event, Server, read_events, wait_for_state
+
+pytestmark = pytest.mark.stores("sqlite", "postgresql")
 
 SLOW = {"PAGESTREAM_FAULT_PAGE_DELAY": "0.2"}
 

@@ -181,14 +181,19 @@ async def submit(request: Request) -> Response:
                 owner=caller(request).owner,
                 idempotency_key=None if key is None else (key if len(files) == 1 else f"{key}#{index}"),
             ))
+        if svc.store.shared:  # the worker may run on another machine: the store keeps the upload
+            for upload, spool in zip(uploads, files):
+                await svc.store.put_file(upload.spool_name, spool.path)
         results = await svc.store.enqueue(uploads, settings.max_queued_jobs, settings.max_queued_per_caller)
     except BaseException:
         for spool in files:
             await spool.discard()
         raise
-    for spool, (_, created) in zip(files, results):
-        if not created:  # an earlier submission with this Idempotency-Key: the new bytes are not needed
+    for upload, spool, (_, created) in zip(uploads, files, results):
+        if not created or svc.store.shared:  # a repeated Idempotency-Key, or the store has the bytes
             await spool.discard()
+        if not created and svc.store.shared:
+            await svc.store.delete_file(upload.spool_name)
     svc.worker.wake()
     bodies = [await _job_body(svc, job.id) for job, _ in results]
     location = {"Location": f"{API}/jobs/{results[0][0].id}"}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator
 
 import orjson
@@ -23,7 +25,7 @@ from .janitor import Janitor
 from .resources import web_dir
 from .schemas import Contract, openapi
 from .settings import Settings
-from .store import Store
+from .store import Commit, Store
 from .worker import Worker
 
 log = logging.getLogger("pagestream")
@@ -75,6 +77,31 @@ def load_keys(settings: Settings) -> Keys:
     return keys
 
 
+async def run_worker_process(settings: Settings) -> None:
+    """``pagestream worker``: the queue's consumer without HTTP, until SIGTERM or SIGINT.
+
+    With a PostgreSQL store, run it on as many machines as you like: one holds the lease and
+    works, the others wait and take over when it goes.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    store = Store.from_url(settings.store_url)
+    await store.open()
+    janitor = Janitor(store, settings)
+    await janitor.start()
+    worker = Worker(store, settings)
+    store.listen(worker.foreign)
+    worker.start()
+    try:
+        await stop.wait()
+    finally:
+        await worker.stop()
+        await janitor.stop()
+        await store.close()
+
+
 def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> Starlette:
     """The whole server as an ASGI app. ``run_worker=False`` serves the API without consuming the queue."""
     settings = settings or Settings.from_env()
@@ -93,6 +120,14 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
         await janitor.start()
         worker = Worker(store, settings)
         app.state.services = Services(settings, store, hub, worker, contract, keys)
+
+        def foreign(commit: Commit | None) -> None:  # another process committed (PostgreSQL)
+            assert hub is not None
+            hub.foreign(commit)
+            if run_worker:
+                worker.foreign(commit)
+
+        store.listen(foreign)
         if run_worker:
             worker.start()
         try:

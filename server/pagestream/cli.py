@@ -19,30 +19,61 @@ from .settings import Settings, settings_table
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = sub.add_parser("serve", help="run the server (API, UI and worker)",
                            description="Run the server. Every flag can also be set by its environment variable.")
+    _settings_flags(serve)
+    serve.add_argument("--no-worker", action="store_true", help="serve the API only; do not run the queue's worker")
+    worker = sub.add_parser(
+        "worker", help="run only the queue's worker",
+        description="Run only the queue's consumer, without HTTP. On a PostgreSQL store run it on several "
+                    "machines: one holds the lease and works, the others wait and take over when it goes.")
+    _settings_flags(worker)
+
+
+def _settings_flags(parser: argparse.ArgumentParser) -> None:
     fields = {f.name: f for f in dataclasses.fields(Settings)}
     for name, env, default, help_text in settings_table():
         kind = type(fields[name].default)
         flag, help_text = f"--{name.replace('_', '-')}", f"{help_text} [{env}; default: {default!r}]"
         if kind is bool:
-            serve.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
-            serve.add_argument(flag, dest=name, type=kind, default=None, metavar=kind.__name__.upper(),
-                               help=help_text)
-    serve.add_argument("--no-worker", action="store_true", help="serve the API only; do not run the queue's worker")
+            parser.add_argument(flag, dest=name, type=kind, default=None, metavar=kind.__name__.upper(),
+                                help=help_text)
+
+
+def _settings(args: argparse.Namespace) -> Settings | None:
+    overrides = {name: getattr(args, name) for name, *_ in settings_table()}
+    try:
+        settings = Settings.from_env(**overrides)
+    except ValueError as exc:
+        print(f"pagestream: {exc}", file=sys.stderr)
+        return None
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return settings
+
+
+def worker(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .app import run_worker_process
+    from .database import redacted
+
+    settings = _settings(args)
+    if settings is None:
+        return 2
+    print(f"pagestream {__version__} worker  (store: {redacted(settings.store_url)})", flush=True)
+    asyncio.run(run_worker_process(settings))
+    return 0
 
 
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
+    from .database import redacted
 
-    overrides = {name: getattr(args, name) for name, *_ in settings_table()}
-    try:
-        settings = Settings.from_env(**overrides)
-    except ValueError as exc:
-        print(f"pagestream: {exc}", file=sys.stderr)
+    settings = _settings(args)
+    if settings is None:
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         app = create_app(settings, run_worker=not args.no_worker)
     except (ValueError, OSError) as exc:  # a bad or missing key file, or listening in the open without keys
@@ -54,7 +85,7 @@ def serve(args: argparse.Namespace) -> int:
     )
     server = uvicorn.Server(config)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    print(f"pagestream {__version__} serving http://{host}:{settings.port}/  (store: {settings.store_url})",
+    print(f"pagestream {__version__} serving http://{host}:{settings.port}/  (store: {redacted(settings.store_url)})",
           flush=True)
     server.run()
     return 0
@@ -68,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "worker":
+        return worker(args)
     parser.error(f"unknown command {args.command}")
     return 2
 

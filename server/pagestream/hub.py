@@ -43,8 +43,8 @@ log = logging.getLogger("pagestream.hub")
 class Channel:
     """The live side of one job's event log: recent events and a wake-up shared by its streams."""
 
-    __slots__ = ("job_id", "ring", "subscribers", "removed", "position", "position_frame", "_waiter", "_last_wake",
-                 "_wake_scheduled", "_pace", "_loop")
+    __slots__ = ("job_id", "ring", "subscribers", "removed", "position", "position_frame", "wanted", "filling",
+                 "_waiter", "_last_wake", "_wake_scheduled", "_pace", "_loop")
 
     def __init__(self, job_id: str, ring_size: int, pace: float, loop: asyncio.AbstractEventLoop) -> None:
         self.job_id = job_id
@@ -54,6 +54,9 @@ class Channel:
         #: The latest queue position sent to this job's streams, and its id-less frame.
         self.position: int | None = None
         self.position_frame: bytes | None = None
+        #: Shared stores: the highest event id known to exist, and whether the ring is being filled to it.
+        self.wanted = 0
+        self.filling = False
         self._loop = loop
         self._waiter: asyncio.Future[None] = loop.create_future()
         self._last_wake = 0.0
@@ -171,11 +174,19 @@ class Hub:
     def deliver(self, commit: Commit) -> None:
         """Take a committed batch: fill the rings, wake the channels, note what the global stream must send."""
         urgent: dict[str, bool] = {}  # channel → wake at once (a terminal event, or the job is gone)
-        for event in commit.events:
-            channel = self.channels.get(event.job_id)
-            if channel is not None:
-                channel.ring.append(event)
-                urgent[event.job_id] = urgent.get(event.job_id, False) or event.terminal
+        if self.store.shared:
+            # Other processes append to the same logs: the rings are filled from the store, in order.
+            for job_id, last in commit.last_ids.items():
+                channel = self.channels.get(job_id)
+                if channel is not None and last > channel.wanted:
+                    channel.wanted = last
+                    self._fill(channel)
+        else:
+            for event in commit.events:
+                channel = self.channels.get(event.job_id)
+                if channel is not None:
+                    channel.ring.append(event)
+                    urgent[event.job_id] = urgent.get(event.job_id, False) or event.terminal
         for job_id in commit.removed:
             channel = self.channels.get(job_id)
             if channel is not None:
@@ -187,6 +198,46 @@ class Hub:
         self._removed.update(commit.removed)
         self._queue_moved |= commit.queue_moved
         self._news.set()
+
+    def foreign(self, commit: Commit | None) -> None:
+        """A commit of another process (shared stores), or None when some may have been missed."""
+        if commit is not None:
+            self.deliver(commit)
+            return
+        self._loop.create_task(self._resync())
+
+    async def _resync(self) -> None:
+        for job, _ in await self.store.jobs_with_positions(list(self.channels)):
+            channel = self.channels.get(job.id)
+            if channel is not None and job.last_event_id > channel.wanted:
+                channel.wanted = job.last_event_id
+                self._fill(channel)
+        self.global_frames.clear()  # every global stream starts again with a sync
+        self.global_version += 1
+        self._wake_global()
+
+    def _fill(self, channel: Channel) -> None:
+        if not channel.filling:
+            channel.filling = True
+            self._loop.create_task(self._fill_ring(channel))
+
+    async def _fill_ring(self, channel: Channel) -> None:
+        """Read a channel's new events from the store into its ring, once for all its streams."""
+        try:
+            while True:
+                # A new ring starts a little before the newest event; streams further behind read the store.
+                have = channel.ring[-1].id if channel.ring else max(0, channel.wanted - 64)
+                if have >= channel.wanted:
+                    return
+                events = await self.store.ring_events(channel.job_id, have, self.settings.ring_size)
+                if not events:
+                    return
+                channel.ring.extend(events)
+                channel.wake(now=any(e.terminal for e in events))
+        except Exception:
+            log.exception("could not read the new events of job %s", channel.job_id)
+        finally:
+            channel.filling = False
 
     # -- per-job streams
 

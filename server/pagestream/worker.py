@@ -18,6 +18,7 @@ import logging
 import struct
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -25,7 +26,8 @@ import orjson
 from .errors import InsufficientStorage, Unavailable
 from .jobs import ErrorCode, Job, JobState, parse_pages
 from .settings import Settings
-from .store import PageRow, Store
+from .database import Lease
+from .store import Commit, PageRow, Store
 
 log = logging.getLogger("pagestream.worker")
 
@@ -34,6 +36,9 @@ _HEADER = struct.Struct(">I")
 _CANCEL = {"t": "_cancel"}
 _SHUTDOWN = {"t": "_shutdown"}
 _EOF = {"t": "_eof"}
+_LEASE_LOST = {"t": "_lease_lost"}
+# Seconds between looks at the worker's lease (taking it as a standby; checking it as the worker).
+LEASE_POLL = 1.0
 # Seconds to wait before trying again when the store cannot be written.
 STORAGE_BACKOFF = 2.0
 
@@ -118,6 +123,10 @@ class Child:
         await self.kill()
 
 
+class _LeaseLost(Exception):
+    """Another process may be the worker now: drop the job without writing anything more."""
+
+
 class _RunEnded(Exception):
     """The child died during a run: the run may be retried."""
 
@@ -137,6 +146,8 @@ class Worker:
         self._stopping = False
         self._child: Child | None = None
         self._task: asyncio.Task[None] | None = None
+        self._lease = Lease(store.db)
+        self._leased = False
         # The fields of extraction.Limits; the server never imports the parsers themselves.
         self._limits = {
             "text_page_chars": settings.text_page_chars,
@@ -158,6 +169,18 @@ class Worker:
         if self.current == job_id and self._child is not None:
             self._child.inbox.put_nowait(_CANCEL)
 
+    def foreign(self, commit: Commit | None) -> None:
+        """Another process committed (shared stores): maybe a job was queued, or ours cancelled."""
+        self.wake()
+        current = self.current
+        if current is not None and (commit is None or current in commit.touched):
+            asyncio.get_running_loop().create_task(self._check_cancel(current))
+
+    async def _check_cancel(self, job_id: str) -> None:
+        found = await self.store.get(job_id)
+        if found is not None and found[0].cancel_requested:
+            self.request_cancel(job_id)
+
     async def stop(self) -> None:
         """Stop taking jobs; the running job stops at its next page boundary and is put back
         at the head of the queue, so the next start resumes it without spending an attempt."""
@@ -170,16 +193,55 @@ class Worker:
         if self._child is not None:
             await self._child.close()
             self._child = None
+        await asyncio.to_thread(self._lease.release)
 
     # -- the loop
 
     async def _run(self) -> None:
+        """Wait for the lease (another process may be the worker now), then consume the queue while
+        it is held; when it is lost, stop at once and wait for it again."""
+        announced = False
+        while not self._stopping:
+            try:
+                self._leased = await asyncio.to_thread(self._lease.try_acquire)
+            except Exception as exc:
+                log.warning("cannot reach the store to take the worker's lease (%s); trying again", exc)
+                self._leased = False
+            if not self._leased:
+                if not announced:
+                    log.info("another worker holds the lease; this one waits as a standby")
+                    announced = True
+                await asyncio.sleep(LEASE_POLL)
+                continue
+            log.info("this process is the worker now")
+            announced = False
+            watchdog = asyncio.create_task(self._watch_lease())
+            try:
+                await self._consume()
+            finally:
+                watchdog.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watchdog
+            if not self._leased:
+                log.error("lost the worker's lease; the running job stays with the store for the next worker")
+
+    async def _watch_lease(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_POLL)
+            if not await asyncio.to_thread(self._lease.held):
+                self._leased = False
+                self._wake.set()
+                if self._child is not None:
+                    self._child.inbox.put_nowait(_LEASE_LOST)
+                return
+
+    async def _consume(self) -> None:
         # Start the child before the first job arrives: its start-up is not the first job's wait.
         try:
             await self._child_ready()
         except OSError:
             log.exception("could not start the extraction child")
-        while not self._stopping:
+        while not self._stopping and self._leased:
             self._wake.clear()
             try:
                 job = await self.store.claim_next(self.settings.max_attempts)
@@ -195,6 +257,9 @@ class Worker:
             self.current = job.id
             try:
                 await self._run_job(job)
+            except _LeaseLost:
+                await self._discard_child()
+                return
             except (InsufficientStorage, Unavailable) as exc:
                 # The store cannot be written (disk full, read-only): nothing of this run after the
                 # last commit was kept. Leave the job running; once writes work again, claim_next
@@ -226,6 +291,19 @@ class Worker:
         if job.cancel_requested:
             await self.store.finish(job.id, JobState.cancelled)
             return
+        if self.store.shared:
+            # The upload may have reached another machine: the store keeps a copy for the worker.
+            self.settings.spool_dir.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                await self.store.fetch_file(job.spool_name, path)
+            try:
+                await self._run_job_file(job, path)
+            finally:
+                path.unlink(missing_ok=True)  # only a local copy
+            return
+        await self._run_job_file(job, path)
+
+    async def _run_job_file(self, job: Job, path: Path) -> None:
         if not path.exists():
             await self.store.finish(job.id, JobState.failed, ErrorCode.file_missing,
                                     "the uploaded file is no longer in the spool")
@@ -303,6 +381,9 @@ class Worker:
                 elif kind == "stopped":
                     await self._stopped(job, stop_reason)
                     return
+                elif kind == "_lease_lost":
+                    await self._discard_child()
+                    raise _LeaseLost()
                 elif kind == "_eof":
                     if stop_reason is not None:  # killed while stopping: that is a stop too
                         await self._discard_child()
