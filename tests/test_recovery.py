@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
-
 import threading
 import time
 from typing import Any
 
 import httpx
+import pytest
 
 from .docs import make_pdf
 from .server import Event, Server, read_events, wait_for_state

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
-
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from .docs import make_pdf
 from .server import Server, read_events, wait_for_state

@@ -23,10 +23,10 @@ from typing import Any
 
 import orjson
 
+from .database import Lease
 from .errors import InsufficientStorage, Unavailable
 from .jobs import ErrorCode, Job, JobState, parse_pages
 from .settings import Settings
-from .database import Lease
 from .store import Commit, PageRow, Store
 
 log = logging.getLogger("pagestream.worker")
