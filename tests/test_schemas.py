@@ -230,6 +230,7 @@ def _job(**changes: Any) -> dict[str, Any]:
         "duration_seconds": None,
         "error": None,
         "last_event_id": 1,
+        "callback": None,
         "links": {
             "self": f"/api/v1/jobs/{JOB_ID}",
             "events": f"/api/v1/jobs/{JOB_ID}/events",

@@ -38,6 +38,7 @@ from .settings import Settings
 from .sniff import sniff
 from .store import NewJob, Store
 from .streams import event_stream_response, global_events, job_events
+from .webhooks import check_callback_url
 from .worker import Worker
 
 log = logging.getLogger("pagestream.api")
@@ -167,7 +168,7 @@ async def submit(request: Request) -> Response:
         files = [await receive_raw(request.stream(), settings.spool_dir, filename, settings.max_upload_bytes)]
         fields = {}
     try:
-        options = _options(svc.contract, {**dict(request.query_params), **fields})
+        options = _options(svc.contract, settings, {**dict(request.query_params), **fields})
         for spool in files:
             await _check_upload(spool)
         uploads = []
@@ -178,6 +179,7 @@ async def submit(request: Request) -> Response:
                 id=job_id, filename=spool.filename if spool.filename != "upload" else _default_name(spool),
                 kind=spool.kind, size=spool.size, sha256=spool.sha256,  # type: ignore[arg-type]
                 spool_name=job_id, pages_spec=options.get("pages"), password=options.get("password"),
+                callback_url=options.get("callback_url"),
                 owner=caller(request).owner,
                 idempotency_key=None if key is None else (key if len(files) == 1 else f"{key}#{index}"),
             ))
@@ -202,11 +204,15 @@ async def submit(request: Request) -> Response:
     return json_response({"jobs": bodies}, 202, location)
 
 
-def _options(contract: Contract, values: dict[str, str]) -> dict[str, str]:
-    options = {k: v for k, v in values.items() if k in ("password", "pages") and v != ""}
+def _options(contract: Contract, settings: Settings, values: dict[str, str]) -> dict[str, str]:
+    options = {k: v for k, v in values.items() if k in ("password", "pages", "callback_url") and v != ""}
     problems = contract.errors("submit-options.json", options)
     if problems:
         raise InvalidOptions("; ".join(problems))
+    if "callback_url" in options:
+        refused = check_callback_url(options["callback_url"], settings)
+        if refused:
+            raise InvalidOptions(refused)
     if "pages" in options:
         try:
             parse_pages(options["pages"])
@@ -305,6 +311,7 @@ async def cancel(request: Request) -> Response:
     job_id = request.path_params["job_id"]
     _exists(await svc.store.cancel(job_id, _owner(request)), job_id)
     svc.worker.request_cancel(job_id)
+    svc.worker.wake()  # a queued job cancelled at once may have a webhook due
     return json_response(await _job_body(svc, job_id), 202)
 
 

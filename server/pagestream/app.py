@@ -64,6 +64,11 @@ class InsecureListen(ValueError):
     """Listening beyond loopback without API keys, and without allow_open."""
 
 
+def check_webhooks(settings: Settings) -> None:
+    if settings.webhook_hosts.strip() and not settings.webhook_secret:
+        raise ValueError("webhook_hosts is set but webhook_secret is empty: webhooks must be signed")
+
+
 def load_keys(settings: Settings) -> Keys:
     keys = Keys.load(settings.api_keys, settings.api_keys_file)
     if not keys.enabled and not is_loopback(settings.host):
@@ -83,6 +88,7 @@ async def run_worker_process(settings: Settings) -> None:
     With a PostgreSQL store, run it on as many machines as you like: one holds the lease and
     works, the others wait and take over when it goes.
     """
+    check_webhooks(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -107,6 +113,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
     settings = settings or Settings.from_env()
     contract = Contract()
     keys = load_keys(settings)
+    check_webhooks(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

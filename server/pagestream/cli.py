@@ -54,11 +54,16 @@ def _settings(args: argparse.Namespace) -> Settings | None:
 def worker(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .app import run_worker_process
+    from .app import check_webhooks, run_worker_process
     from .database import redacted
 
     settings = _settings(args)
     if settings is None:
+        return 2
+    try:
+        check_webhooks(settings)
+    except ValueError as exc:
+        print(f"pagestream: {exc}", file=sys.stderr)
         return 2
     print(f"pagestream {__version__} worker  (store: {redacted(settings.store_url)})", flush=True)
     asyncio.run(run_worker_process(settings))

@@ -37,18 +37,20 @@ import orjson
 
 from .database import Connection, Database, PostgreSQL, open_database
 from .errors import Conflict, IdempotencyConflict, QueueFull, Unavailable
-from .jobs import FINISHED, DocumentKind, ErrorCode, EventType, Job, JobState, rfc3339
+from .jobs import FINISHED, CallbackState, DocumentKind, ErrorCode, EventType, Job, JobState, rfc3339
 
 T = TypeVar("T")
 
 log = logging.getLogger("pagestream.store")
 
+#: Delivery attempts of a webhook kept on its job.
+MAX_CALLBACK_ATTEMPTS = 50
 #: Uploads kept in a shared store are cut into chunks of this many bytes.
 FILE_CHUNK = 1024 * 1024
 #: A NOTIFY payload must stay under PostgreSQL's 8,000 bytes.
 _NOTIFY_BYTES = 7000
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Written once for both databases: {blob} and {without_rowid} are filled in by database.py.
 _MIGRATIONS: dict[int, str] = {
@@ -112,12 +114,22 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (name, chunk)
     ) {without_rowid}
     """,
+    # Webhooks: where to tell that a job ended, and every attempt to tell it.
+    2: """
+    ALTER TABLE jobs ADD COLUMN callback_url TEXT;
+    ALTER TABLE jobs ADD COLUMN callback_state TEXT;
+    ALTER TABLE jobs ADD COLUMN callback_due_at DOUBLE PRECISION;
+    ALTER TABLE jobs ADD COLUMN callback_since DOUBLE PRECISION;
+    ALTER TABLE jobs ADD COLUMN callback_attempts TEXT;
+    CREATE INDEX jobs_callback_due ON jobs (callback_due_at) WHERE callback_state = 'pending'
+    """,
 }
 
 _JOB_COLUMNS = (
     "id, seq, state, filename, kind, size, sha256, spool_name, pages_spec, password, owner, idempotency_key, "
     "created_at, started_at, run_started_at, run_pages_start, finished_at, pages_total, pages_done, attempts, "
-    "cancel_requested, error_code, error_message, last_event_id"
+    "cancel_requested, error_code, error_message, last_event_id, "
+    "callback_url, callback_state, callback_due_at, callback_since, callback_attempts"
 )
 
 
@@ -276,6 +288,7 @@ class NewJob:
     password: str | None
     owner: str = ""
     idempotency_key: str | None = None
+    callback_url: str | None = None
 
 
 @dataclass(slots=True)
@@ -605,9 +618,11 @@ class Store:
                 seq = tx.next_seq()
                 tx.conn.execute(
                     "INSERT INTO jobs (id, seq, state, filename, kind, size, sha256, spool_name, pages_spec, password, "
-                    "owner, idempotency_key, created_at) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "owner, idempotency_key, created_at, callback_url, callback_state) "
+                    "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (new.id, seq, new.filename, new.kind.value, new.size, new.sha256, new.spool_name, new.pages_spec,
-                     new.password, new.owner, new.idempotency_key, tx.now),
+                     new.password, new.owner, new.idempotency_key, tx.now, new.callback_url,
+                     CallbackState.waiting.value if new.callback_url else None),
                 )
                 tx.append(new.id, EventType.queued, {"position": tx.position(seq)})
                 job = tx.job(new.id)
@@ -761,6 +776,8 @@ class Store:
             seq = tx.next_seq()
             tx.update(job_id, seq=seq, state=JobState.queued.value, attempts=0, finished_at=None, error_code=None,
                       error_message=None, cancel_requested=0)
+            if job.callback_url:
+                tx.update(job_id, callback_state=CallbackState.waiting.value, callback_due_at=None)
             tx.append(job_id, EventType.queued, {"position": tx.position(seq)})
             return tx.job(job_id)
 
@@ -889,6 +906,35 @@ class Store:
 
         return await self.read(read)
 
+    # -- webhooks
+
+    async def due_callbacks(self, now: float, limit: int) -> list[Job]:
+        """Finished jobs whose webhook is due."""
+
+        def read(conn: Connection) -> list[Job]:
+            rows = conn.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE callback_state = 'pending' AND callback_due_at <= ? "
+                "ORDER BY callback_due_at LIMIT ?", (now, limit),
+            ).fetchall()
+            return [_job(r) for r in rows]
+
+        return await self.read(read)
+
+    async def record_callback(self, job_id: str, attempt: dict[str, Any], state: CallbackState,
+                              due_at: float | None) -> None:
+        """Keep one delivery attempt (the last MAX_CALLBACK_ATTEMPTS are kept) and what comes next."""
+
+        def write(tx: _Tx) -> None:
+            row = tx.conn.execute("SELECT callback_attempts FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return  # deleted meanwhile
+            attempts = orjson.loads(row[0]) if row[0] else []
+            attempts = [*attempts, attempt][-MAX_CALLBACK_ATTEMPTS:]
+            tx.update(job_id, callback_attempts=orjson.dumps(attempts).decode(), callback_state=state.value,
+                      callback_due_at=due_at)
+
+        await self.write(write)
+
     async def pages(self, job_id: str, with_text: bool = True) -> list[PageRow]:
         def read(conn: Connection) -> list[PageRow]:
             rows = conn.execute(
@@ -1000,6 +1046,8 @@ def _begin_run(tx: _Tx, job: Job) -> Job:
 def _finish(tx: _Tx, job: Job, state: JobState, code: ErrorCode | None, message: str) -> Job:
     tx.update(job.id, state=state.value, finished_at=tx.now, cancel_requested=0,
               error_code=None if code is None else code.value, error_message=message if code else None)
+    if job.callback_url:  # the webhook is due now, in the same transaction: it cannot be forgotten
+        tx.update(job.id, callback_state=CallbackState.pending.value, callback_due_at=tx.now, callback_since=tx.now)
     payload: dict[str, Any] = {"pages_done": job.pages_done}
     if state is JobState.completed:
         payload["pages_total"] = job.pages_total or job.pages_done

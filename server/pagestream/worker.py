@@ -28,6 +28,7 @@ from .errors import InsufficientStorage, Unavailable
 from .jobs import ErrorCode, Job, JobState, parse_pages
 from .settings import Settings
 from .store import Commit, PageRow, Store
+from .webhooks import Deliverer
 
 log = logging.getLogger("pagestream.worker")
 
@@ -148,6 +149,7 @@ class Worker:
         self._task: asyncio.Task[None] | None = None
         self._lease = Lease(store.db)
         self._leased = False
+        self.deliverer = Deliverer(store, settings)
         # The fields of extraction.Limits; the server never imports the parsers themselves.
         self._limits = {
             "text_page_chars": settings.text_page_chars,
@@ -162,8 +164,9 @@ class Worker:
         self._task = asyncio.create_task(self._run(), name="pagestream-worker")
 
     def wake(self) -> None:
-        """A job was queued: look at the queue now rather than at the next poll."""
+        """A job was queued (or ended): look at the queue and the webhooks now, not at the next poll."""
         self._wake.set()
+        self.deliverer.wake()
 
     def request_cancel(self, job_id: str) -> None:
         if self.current == job_id and self._child is not None:
@@ -216,12 +219,14 @@ class Worker:
             log.info("this process is the worker now")
             announced = False
             watchdog = asyncio.create_task(self._watch_lease())
+            self.deliverer.start()  # webhooks go out beside the queue, never in its way
             try:
                 await self._consume()
             finally:
                 watchdog.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watchdog
+                await self.deliverer.stop()
             if not self._leased:
                 log.error("lost the worker's lease; the running job stays with the store for the next worker")
 
@@ -273,6 +278,7 @@ class Worker:
                     await self.store.finish(job.id, JobState.failed, ErrorCode.internal, "the worker failed")
             finally:
                 self.current = None
+                self.deliverer.wake()
 
     async def _child_ready(self) -> Child:
         if self._child is None or not self._child.alive:
