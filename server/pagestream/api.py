@@ -24,6 +24,7 @@ from .errors import (
     ApiError,
     BadRequest,
     EmptyUpload,
+    Forbidden,
     InvalidOptions,
     NotFinished,
     NotFound,
@@ -33,6 +34,7 @@ from .errors import (
 from .hub import Hub
 from .intake import MultipartReceiver, SpoolFile, receive_raw
 from .jobs import ErrorCode, JobState, new_job_id, parse_pages
+from .metrics import CONTENT_TYPE, Metrics
 from .schemas import Contract
 from .settings import Settings
 from .sniff import sniff
@@ -58,6 +60,7 @@ class Services:
     worker: Worker
     contract: Contract
     keys: Keys
+    metrics: Metrics
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -197,6 +200,9 @@ async def submit(request: Request) -> Response:
         if not created and svc.store.shared:
             await svc.store.delete_file(upload.spool_name)
     svc.worker.wake()
+    accepted = [job for job, new in results if new]
+    svc.metrics.jobs_submitted.inc(len(accepted))
+    svc.metrics.upload_bytes.inc(sum(job.size for job in accepted))
     bodies = [await _job_body(svc, job.id) for job, _ in results]
     location = {"Location": f"{API}/jobs/{results[0][0].id}"}
     if len(bodies) == 1:
@@ -350,12 +356,12 @@ async def job_stream(request: Request) -> Response:
     if job.state.finished and after >= job.last_event_id:
         # The client has seen the end: 204 tells a browser's EventSource to stop reconnecting.
         return Response(status_code=204)
-    return event_stream_response(svc.hub, _stream_key(request), job_events(svc.hub, job, position, after, text))
+    return event_stream_response(svc.hub, _stream_key(request), "job", job_events(svc.hub, job, position, after, text))
 
 
 async def global_stream(request: Request) -> Response:
     svc = services(request)
-    return event_stream_response(svc.hub, _stream_key(request), global_events(svc.hub, _owner(request)))
+    return event_stream_response(svc.hub, _stream_key(request), "global", global_events(svc.hub, _owner(request)))
 
 
 # -- signing in (browsers: EventSource cannot send headers, so it rides on a cookie)
@@ -411,6 +417,16 @@ async def healthz(request: Request) -> Response:
     })
 
 
+async def metrics(request: Request) -> Response:
+    """Prometheus text format. With keys on, for admins only: the figures are the whole server's."""
+    svc = services(request)
+    if svc.keys.enabled and caller(request).scope is not None:
+        raise Forbidden("the metrics are for admin keys")
+    queued, _ = await svc.store.counts()
+    svc.metrics.queue_depth.set(queued)
+    return Response(svc.metrics.render(), media_type=CONTENT_TYPE)
+
+
 async def schema_file(request: Request) -> Response:
     contract = services(request).contract
     name = request.path_params["name"]
@@ -443,6 +459,7 @@ def routes() -> list[Route]:
         Route(f"{API}/session", sign_in, methods=["POST"]),
         Route(f"{API}/session", sign_out, methods=["DELETE"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", authenticated(metrics), methods=["GET"]),
         Route("/schemas/{name:path}", schema_file, methods=["GET"]),
         Route("/openapi.json", openapi_document, methods=["GET"]),
     ]

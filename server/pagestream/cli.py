@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -47,30 +46,14 @@ def _settings(args: argparse.Namespace) -> Settings | None:
     except ValueError as exc:
         print(f"pagestream: {exc}", file=sys.stderr)
         return None
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .logs import configure
+
+    configure(settings.log_level, settings.log_format)
     return settings
 
 
-def worker(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from .app import check_webhooks, run_worker_process
-    from .database import redacted
-
-    settings = _settings(args)
-    if settings is None:
-        return 2
-    try:
-        check_webhooks(settings)
-    except ValueError as exc:
-        print(f"pagestream: {exc}", file=sys.stderr)
-        return 2
-    print(f"pagestream {__version__} worker  (store: {redacted(settings.store_url)})", flush=True)
-    asyncio.run(run_worker_process(settings))
-    return 0
-
-
-def serve(args: argparse.Namespace) -> int:
+def serve(args: argparse.Namespace, *, api: bool = True) -> int:
+    """``serve`` (API, UI and worker), ``serve --no-worker`` (API replicas), ``worker`` (the consumer only)."""
     import uvicorn
 
     from .app import create_app
@@ -80,17 +63,19 @@ def serve(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     try:
-        app = create_app(settings, run_worker=not args.no_worker)
-    except (ValueError, OSError) as exc:  # a bad or missing key file, or listening in the open without keys
+        app = create_app(settings, run_worker=not getattr(args, "no_worker", False), api=api)
+    except (ValueError, OSError) as exc:  # a bad or missing key file, listening in the open without keys…
         print(f"pagestream: {exc}", file=sys.stderr)
         return 2
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on",
-        loop="auto", http="auto", timeout_graceful_shutdown=int(settings.shutdown_grace) + 5,
+        loop="auto", http="auto", timeout_graceful_shutdown=int(settings.shutdown_grace) + 5, access_log=False,
+        log_config=None,  # logs.configure() has set up the one format
     )
     server = uvicorn.Server(config)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    print(f"pagestream {__version__} serving http://{host}:{settings.port}/  (store: {redacted(settings.store_url)})",
+    what = "serving" if api else "worker, health and metrics on"
+    print(f"pagestream {__version__} {what} http://{host}:{settings.port}/  (store: {redacted(settings.store_url)})",
           flush=True)
     server.run()
     return 0
@@ -105,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return serve(args)
     if args.command == "worker":
-        return worker(args)
+        return serve(args, api=False)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -143,6 +143,9 @@ class Hub:
         #: Open streams in this process, and per caller (an owner, or an address without keys).
         self.streams = 0
         self.streams_by_caller: collections.Counter[str] = collections.Counter()
+        #: For the metrics: open streams and events written, by kind of stream ("job", "global").
+        self.streams_by_kind: collections.Counter[str] = collections.Counter()
+        self.delivered: collections.Counter[str] = collections.Counter()
         self.closing = False
         self._loop = asyncio.get_running_loop()
         # The global stream: a short log of frames, each with a version.

@@ -71,6 +71,8 @@ class Settings:
     ring_size: int = _setting(1024, "Recent encoded events kept in memory per job for live delivery.")
     shutdown_grace: float = _setting(5.0, "Seconds open streams get to close when the server stops.")
     log_level: str = _setting("info", "Log level: debug, info, warning or error.")
+    log_format: str = _setting("auto", "Log lines as json (one object a line), text, or auto: text at a terminal, "
+                                       "else JSON.")
 
     @property
     def store_url(self) -> str:

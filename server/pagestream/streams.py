@@ -35,7 +35,7 @@ REPLAY_BATCH = 5000
 SYNC_RECENT = 1000
 
 
-def event_stream_response(hub: Hub, caller: str, frames: AsyncIterator[bytes]) -> EventSourceResponse:
+def event_stream_response(hub: Hub, caller: str, kind: str, frames: AsyncIterator[bytes]) -> EventSourceResponse:
     """An SSE response for ``frames``, within the process's and the caller's stream limits."""
     settings = hub.settings
     if hub.streams >= settings.max_streams:
@@ -44,23 +44,25 @@ def event_stream_response(hub: Hub, caller: str, frames: AsyncIterator[bytes]) -
         raise CallerStreamLimit(f"you have {settings.max_streams_per_caller} streams open, the limit; "
                                 "close one or try again later")
     return EventSourceResponse(
-        _counted(hub, caller, frames),
+        _counted(hub, caller, kind, frames),
         ping=settings.heartbeat,
         send_timeout=settings.send_timeout,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _counted(hub: Hub, caller: str, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _counted(hub: Hub, caller: str, kind: str, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     # Counted inside the generator, so the count and its release run in the same frame (see
     # sse-starlette #156: a generator closed before its first step never runs its finally).
     hub.streams += 1
     hub.streams_by_caller[caller] += 1
+    hub.streams_by_kind[kind] += 1
     try:
         async for frame in frames:
             yield frame
     finally:
         hub.streams -= 1
+        hub.streams_by_kind[kind] -= 1
         hub.streams_by_caller[caller] -= 1
         if hub.streams_by_caller[caller] <= 0:
             del hub.streams_by_caller[caller]
@@ -113,6 +115,7 @@ async def job_events(hub: Hub, job: Job, position: int | None, after: int, text:
                         ended = True
                         break
                 if len(rows) == REPLAY_BATCH and not ended:
+                    hub.delivered["job"] += len(frames)
                     yield b"".join(frames)
                     continue
             else:
@@ -126,6 +129,7 @@ async def job_events(hub: Hub, job: Job, position: int | None, after: int, text:
                 sent_position = channel.position
                 frames.append(channel.position_frame)
             if frames:
+                hub.delivered["job"] += len(frames)
                 yield b"".join(frames)
             if ended or channel.removed or hub.closing or not await _wait(waiter, deadline):
                 return
@@ -150,6 +154,7 @@ async def global_events(hub: Hub, scope: str | None) -> AsyncIterator[bytes]:
             first = False
         elif frames:
             version = frames[-1][0]
+            hub.delivered["global"] += len(frames)
             yield b"".join(f.encoded(scope) for _, f in frames)
         if hub.closing or not await _wait(waiter, deadline):
             return

@@ -26,6 +26,7 @@ import httpx
 import orjson
 
 from .jobs import CallbackState, Job, rfc3339
+from .metrics import Metrics
 from .settings import Settings
 from .store import Store
 
@@ -69,9 +70,10 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 class Deliverer:
     """Delivers the due webhooks of finished jobs, while this process holds the worker's lease."""
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, metrics: Metrics) -> None:
         self.store = store
         self.settings = settings
+        self.metrics = metrics
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
@@ -141,6 +143,7 @@ class Deliverer:
             error = f"{exc.__class__.__name__}: {exc}"[:300]
         attempt: dict[str, Any] = {"attempt": number, "at": rfc3339(now), "status": status, "error": error,
                                    "ms": round((time.monotonic() - started) * 1000, 1)}
+        self.metrics.webhooks.labels("delivered" if error is None else "failed").inc()
         if error is None:
             state, due = CallbackState.delivered, None
             log.info("job %s: webhook delivered on attempt %d", job.id, number)

@@ -26,6 +26,7 @@ import orjson
 from .database import Lease
 from .errors import InsufficientStorage, Unavailable
 from .jobs import ErrorCode, Job, JobState, parse_pages
+from .metrics import Metrics
 from .settings import Settings
 from .store import Commit, PageRow, Store
 from .webhooks import Deliverer
@@ -139,9 +140,10 @@ class _RunEnded(Exception):
 class Worker:
     """The single consumer. ``start()`` it once; ``stop()`` lets the current page finish and persists."""
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, metrics: Metrics | None = None) -> None:
         self.store = store
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.current: str | None = None
         self._wake = asyncio.Event()
         self._stopping = False
@@ -149,7 +151,7 @@ class Worker:
         self._task: asyncio.Task[None] | None = None
         self._lease = Lease(store.db)
         self._leased = False
-        self.deliverer = Deliverer(store, settings)
+        self.deliverer = Deliverer(store, settings, self.metrics)
         # The fields of extraction.Limits; the server never imports the parsers themselves.
         self._limits = {
             "text_page_chars": settings.text_page_chars,
@@ -260,22 +262,24 @@ class Worker:
                     await asyncio.wait_for(self._wake.wait(), 1.0)
                 continue
             self.current = job.id
+            log.info("job %s running, attempt %d", job.id, job.attempts,
+                     extra={"job_id": job.id, "state": "running", "attempt": job.attempts})
             try:
                 await self._run_job(job)
             except _LeaseLost:
-                await self._discard_child()
+                await self._discard_child("lease lost")
                 return
             except (InsufficientStorage, Unavailable) as exc:
                 # The store cannot be written (disk full, read-only): nothing of this run after the
                 # last commit was kept. Leave the job running; once writes work again, claim_next
                 # takes it up from its next unfinished page.
                 log.error("job %s: %s; retrying in %g s", job.id, exc.message, STORAGE_BACKOFF)
-                await self._discard_child()
+                await self._discard_child("store unwritable")
                 await asyncio.sleep(STORAGE_BACKOFF)
             except Exception:
                 log.exception("job %s: the worker failed", job.id)
                 with contextlib.suppress(Exception):
-                    await self.store.finish(job.id, JobState.failed, ErrorCode.internal, "the worker failed")
+                    await self._finish(job.id, JobState.failed, ErrorCode.internal, "the worker failed")
             finally:
                 self.current = None
                 self.deliverer.wake()
@@ -287,15 +291,26 @@ class Worker:
             self._child = await Child.spawn(self.settings.child_memory_mb)
         return self._child
 
-    async def _discard_child(self) -> None:
+    async def _discard_child(self, cause: str) -> None:
+        """Kill the child (it is replaced before the next run); ``cause`` labels the metric and the log."""
         if self._child is not None:
             await self._child.kill()
+            log.info("extraction child %d stopped: %s", self._child.process.pid, cause,
+                     extra={"child_pid": self._child.process.pid, "cause": cause})
+            self.metrics.child_restarts.labels(cause).inc()
             self._child = None
+
+    async def _finish(self, job_id: str, state: JobState, code: ErrorCode | None = None, message: str = "") -> None:
+        job = await self.store.finish(job_id, state, code, message)
+        log.info("job %s %s", job_id, state.value, extra={
+            "job_id": job_id, "state": state.value, "code": code.value if code else None,
+            "pages_done": job.pages_done, "attempts": job.attempts,
+        })
 
     async def _run_job(self, job: Job) -> None:
         path = self.settings.spool_dir / job.spool_name
         if job.cancel_requested:
-            await self.store.finish(job.id, JobState.cancelled)
+            await self._finish(job.id, JobState.cancelled)
             return
         if self.store.shared:
             # The upload may have reached another machine: the store keeps a copy for the worker.
@@ -311,7 +326,7 @@ class Worker:
 
     async def _run_job_file(self, job: Job, path: Path) -> None:
         if not path.exists():
-            await self.store.finish(job.id, JobState.failed, ErrorCode.file_missing,
+            await self._finish(job.id, JobState.failed, ErrorCode.file_missing,
                                     "the uploaded file is no longer in the spool")
             return
         deadline = time.monotonic() + self.settings.job_timeout
@@ -320,10 +335,10 @@ class Worker:
                 await self._one_run(job, str(path), deadline)
                 return
             except _RunEnded as ended:
-                await self._discard_child()
+                await self._discard_child("crashed")
                 log.warning("job %s: %s on attempt %d", job.id, ended.description, job.attempts)
                 if job.attempts >= self.settings.max_attempts:
-                    await self.store.finish(job.id, JobState.failed, ErrorCode.child_crashed,
+                    await self._finish(job.id, JobState.failed, ErrorCode.child_crashed,
                                             f"{ended.description}, {job.attempts} times")
                     return
                 job = await self.store.retrying(job.id, ErrorCode.child_crashed, ended.description)
@@ -349,14 +364,18 @@ class Worker:
             first = await child.next(timeout)
             if first is None:
                 now = time.monotonic()
-                await self._discard_child()
                 if stop_deadline is not None and now >= stop_deadline:
+                    await self._discard_child("did not stop in time")
                     await self._stopped(job, stop_reason)
                 elif now >= deadline:
-                    await self.store.finish(job.id, JobState.failed, ErrorCode.job_timeout,
+                    await self._discard_child("job timeout")
+                    self.metrics.child_timeouts.labels("job").inc()
+                    await self._finish(job.id, JobState.failed, ErrorCode.job_timeout,
                                             f"the job ran longer than {settings.job_timeout:g} s")
                 else:
-                    await self.store.finish(job.id, JobState.failed, ErrorCode.page_timeout,
+                    await self._discard_child("page timeout")
+                    self.metrics.child_timeouts.labels("page").inc()
+                    await self._finish(job.id, JobState.failed, ErrorCode.page_timeout,
                                             f"a page took longer than {settings.page_timeout:g} s")
                 return
             # Everything the child has sent so far, handled in order; runs of pages are stored in one write.
@@ -376,23 +395,23 @@ class Worker:
                     opened = True
                     await self.store.start_run(job.id, message["pages_total"], message["resume_from"])
                 elif kind == "end":
-                    await self.store.finish(job.id, JobState.completed)
+                    await self._finish(job.id, JobState.completed)
                     return
                 elif kind == "fail":
                     code = ErrorCode(message["code"])
                     if code is ErrorCode.memory_limit:
-                        await self._discard_child()
-                    await self.store.finish(job.id, JobState.failed, code, message["message"])
+                        await self._discard_child("memory limit")
+                    await self._finish(job.id, JobState.failed, code, message["message"])
                     return
                 elif kind == "stopped":
                     await self._stopped(job, stop_reason)
                     return
                 elif kind == "_lease_lost":
-                    await self._discard_child()
+                    await self._discard_child("lease lost")
                     raise _LeaseLost()
                 elif kind == "_eof":
                     if stop_reason is not None:  # killed while stopping: that is a stop too
-                        await self._discard_child()
+                        await self._discard_child("died while stopping")
                         await self._stopped(job, stop_reason)
                         return
                     with contextlib.suppress(TimeoutError):  # let the exit status arrive, to say how it ended
@@ -407,4 +426,4 @@ class Worker:
         if reason is JobState.queued:
             await self.store.requeue(job.id)
         else:
-            await self.store.finish(job.id, JobState.cancelled)
+            await self._finish(job.id, JobState.cancelled)
