@@ -185,6 +185,21 @@ def read_events(response: httpx.Response, stop: Any = None) -> Iterator[Event]:
             fields[name] = value
 
 
+def collect_events(url: str, job_id: str, last_event_id: int | None, seen: list[Event]) -> None:
+    """Read a job's stream (resuming after ``last_event_id``) until it ends or the connection drops,
+    appending what arrives to ``seen`` — the way a client follows a job across server deaths."""
+    headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client, \
+                client.stream("GET", f"/api/v1/jobs/{job_id}/events", headers=headers) as response:
+            if response.status_code == 204:
+                return
+            for event in read_events(response):
+                seen.append(event)
+    except httpx.HTTPError:
+        pass  # the server was killed under us
+
+
 def wait_for_state(client: httpx.Client, job_id: str, states: set[str], timeout: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:

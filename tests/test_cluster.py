@@ -17,7 +17,7 @@ import pytest
 
 from .docs import make_pdf
 from .pg import Cluster
-from .server import Event, Server, read_events, wait_for_state
+from .server import Event, Server, collect_events, read_events, wait_for_state
 
 SLOW = {"PAGESTREAM_FAULT_PAGE_DELAY": "0.1"}
 
@@ -76,19 +76,7 @@ def test_the_standby_finishes_a_job_whose_worker_was_killed_and_a_client_switchi
     job = submit(apis[0], pages)
     seen: list[Event] = []
 
-    def read(api: Server, last: int | None) -> None:
-        headers = {} if last is None else {"Last-Event-ID": str(last)}
-        try:
-            with httpx.Client(base_url=api.url, timeout=30) as client, \
-                    client.stream("GET", f"/api/v1/jobs/{job['id']}/events", headers=headers) as response:
-                if response.status_code == 204:
-                    return
-                for event in read_events(response):
-                    seen.append(event)
-        except httpx.HTTPError:
-            pass  # the replica was killed under us
-
-    reader = threading.Thread(target=read, args=(apis[0], None))
+    reader = threading.Thread(target=collect_events, args=(apis[0].url, job["id"], None, seen))
     reader.start()
     with apis[1].client() as client:
         deadline = time.monotonic() + 30
@@ -100,7 +88,7 @@ def test_the_standby_finishes_a_job_whose_worker_was_killed_and_a_client_switchi
         apis[0].kill()  # and the replica the client streams through
         reader.join(10)
         last = max(e.id for e in seen if e.id is not None)
-        read(apis[1], last)  # the client resumes on the other replica
+        collect_events(apis[1].url, job["id"], last, seen)  # the client resumes on the other replica
         done = wait_for_state(client, job["id"], {"completed"}, timeout=60)
         result = client.get(f"/api/v1/jobs/{job['id']}/result").json()
     standby = next(w for w in workers if w is not first)

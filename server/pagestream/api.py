@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import orjson
 from starlette.exceptions import HTTPException
@@ -296,7 +297,7 @@ async def result(request: Request) -> Response:
         raise NotFinished(f"job {job_id} is {job.state.value}; add ?partial=1 for the pages done so far")
     pages = await svc.store.pages(job_id)
     extension = {"json": "json", "text": "txt", "ndjson": "ndjson"}[fmt]
-    disposition = {"Content-Disposition": f'inline; filename="{job_id}.{extension}"'}
+    disposition = {"Content-Disposition": _download_name(job.filename, extension)}
     if fmt == "text":
         return Response("\f".join(p.text for p in pages), media_type="text/plain; charset=utf-8", headers=disposition)
     rows = [{**p.figures(), "text": p.text} for p in pages]
@@ -307,6 +308,14 @@ async def result(request: Request) -> Response:
         "job_id": job.id, "state": job.state.value, "partial": job.state is not JobState.completed,
         "pages_total": job.pages_total, "pages_done": job.pages_done, "pages": rows,
     })
+
+
+def _download_name(filename: str, extension: str) -> str:
+    """``inline`` with the upload's name and the result's extension: an ASCII fallback and RFC 5987's
+    UTF-8 form, so no file name can break the header."""
+    stem = filename.rsplit(".", 1)[0] or "result"
+    ascii_stem = "".join(c if c.isascii() and (c.isalnum() or c in " ._-") else "_" for c in stem)[:100]
+    return f"inline; filename=\"{ascii_stem}.{extension}\"; filename*=UTF-8''{quote(stem[:100])}.{extension}"
 
 
 # -- acting on jobs

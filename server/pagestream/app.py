@@ -22,7 +22,7 @@ from .errors import ApiError
 from .hub import Hub
 from .janitor import Janitor
 from .logs import RequestLog
-from .metrics import Metrics, RequestMetrics
+from .metrics import Metrics
 from .resources import web_dir
 from .schemas import Contract, openapi
 from .settings import Settings
@@ -138,7 +138,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True, api
         [route for route in routes() if route.path in ("/healthz", "/metrics")]
     app = Starlette(
         routes=mounts,
-        middleware=[Middleware(RequestLog), Middleware(RequestMetrics, metrics=metrics), Middleware(SecurityHeaders)],
+        middleware=[Middleware(RequestLog, metrics=metrics), Middleware(SecurityHeaders)],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_exception, ApiError: api_error, Exception: internal_error},
     )

@@ -232,7 +232,7 @@ class Hub:
                 have = channel.ring[-1].id if channel.ring else max(0, channel.wanted - 64)
                 if have >= channel.wanted:
                     return
-                events = await self.store.ring_events(channel.job_id, have, self.settings.ring_size)
+                events = await self.store.events_after(channel.job_id, have, self.settings.ring_size, text=True)
                 if not events:
                     return
                 channel.ring.extend(events)

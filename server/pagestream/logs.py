@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .metrics import route_of
+from .metrics import Metrics, route_of
 
 log = logging.getLogger("pagestream.http")
 
@@ -64,10 +64,12 @@ def configure(level: str, fmt: str) -> None:
 
 
 class RequestLog:
-    """Pure ASGI middleware: a request id for every request, and one log line when it ends."""
+    """Pure ASGI middleware: a request id for every request, one log line when it ends, and its
+    figures in the metrics (requests by route and status; time to the response's start)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -82,6 +84,7 @@ class RequestLog:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                self.metrics.http_latency.labels(route_of(scope)).observe(time.perf_counter() - started)
                 message = {**message, "headers": [*message.get("headers", []),
                                                   (b"x-request-id", request_id.encode())]}
             await send(message)
@@ -89,7 +92,9 @@ class RequestLog:
         try:
             await self.app(scope, receive, tagged)
         finally:
-            log.info("%s %s %s", scope["method"], route_of(scope), status, extra={
-                "request_id": request_id, "route": route_of(scope), "method": scope["method"], "status": status,
+            route = route_of(scope)
+            self.metrics.http_requests.labels(route, scope["method"], str(status)).inc()
+            log.info("%s %s %s", scope["method"], route, status, extra={
+                "request_id": request_id, "route": route, "method": scope["method"], "status": status,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2),
             })

@@ -9,7 +9,6 @@ owner.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -17,7 +16,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from .jobs import EventType
 from .store import Commit
@@ -92,33 +91,6 @@ class _Sampled(Collector):
     def collect(self) -> Iterable[Any]:
         for source in self.sources:
             yield from source()
-
-
-class RequestMetrics:
-    """Pure ASGI middleware: count and time every HTTP request by its route template."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def measured(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                self.metrics.http_latency.labels(route_of(scope)).observe(time.perf_counter() - started)
-            await send(message)
-
-        try:
-            await self.app(scope, receive, measured)
-        finally:
-            self.metrics.http_requests.labels(route_of(scope), scope["method"], str(status)).inc()
 
 
 def route_of(scope: Scope) -> str:

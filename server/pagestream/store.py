@@ -861,45 +861,28 @@ class Store:
 
         return await self.read(read)
 
-    async def events_after(self, job_id: str, after: int, limit: int, text: bool) -> list[tuple[int, str, bytes]]:
-        """Up to ``limit`` events of a job after id ``after``: (id, type, data), page text put back with ``text``."""
-
-        def read(conn: Connection) -> list[tuple[int, str, bytes]]:
-            if not text:
-                rows = conn.execute(
-                    "SELECT id, type, data FROM events WHERE job_id = ? AND id > ? ORDER BY id LIMIT ?",
-                    (job_id, after, limit),
-                ).fetchall()
-                return [(int(i), t, bytes(d)) for i, t, d in rows]
-            rows = conn.execute(
-                "SELECT e.id, e.type, e.data, p.text FROM events e LEFT JOIN pages p "
-                "ON e.page IS NOT NULL AND p.job_id = e.job_id AND p.number = e.page "
-                "WHERE e.job_id = ? AND e.id > ? ORDER BY e.id LIMIT ?",
-                (job_id, after, limit),
-            ).fetchall()
-            return [
-                (int(i), t, page_event_with_text(d, txt) if t == EventType.page.value else bytes(d))
-                for i, t, d, txt in rows
-            ]
-
-        return await self.read(read)
-
-    async def ring_events(self, job_id: str, after: int, limit: int) -> list[StoredEvent]:
-        """Events after ``after`` with their frames encoded (with and without page text), for a hub's ring."""
+    async def events_after(self, job_id: str, after: int, limit: int, text: bool) -> list[StoredEvent]:
+        """Up to ``limit`` events of a job after id ``after``, their frames encoded here, off the event
+        loop; with ``text`` page events also get their ``text_frame`` (the page text put back)."""
 
         def read(conn: Connection) -> list[StoredEvent]:
-            rows = conn.execute(
-                "SELECT e.id, e.type, e.data, p.text FROM events e LEFT JOIN pages p "
-                "ON e.page IS NOT NULL AND p.job_id = e.job_id AND p.number = e.page "
-                "WHERE e.job_id = ? AND e.id > ? ORDER BY e.id LIMIT ?",
-                (job_id, after, limit),
-            ).fetchall()
+            if text:
+                rows = conn.execute(
+                    "SELECT e.id, e.type, e.data, p.text FROM events e LEFT JOIN pages p "
+                    "ON e.page IS NOT NULL AND p.job_id = e.job_id AND p.number = e.page "
+                    "WHERE e.job_id = ? AND e.id > ? ORDER BY e.id LIMIT ?", (job_id, after, limit),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT id, type, data, NULL FROM events WHERE job_id = ? AND id > ? ORDER BY id LIMIT ?",
+                    (job_id, after, limit),
+                ).fetchall()
             events = []
-            for event_id, event_type, data, text in rows:
+            for event_id, event_type, data, page_text in rows:
                 data = bytes(data)
                 text_frame = None
-                if event_type == EventType.page.value:
-                    text_frame = encode_frame(event_id, event_type, page_event_with_text(data, text))
+                if text and event_type == EventType.page.value:
+                    text_frame = encode_frame(event_id, event_type, page_event_with_text(data, page_text))
                 events.append(StoredEvent(job_id, int(event_id), EventType(event_type), data,
                                           encode_frame(event_id, event_type, data), text_frame))
             return events

@@ -28,7 +28,6 @@ from .hub import Hub
 from .jobs import EventType, GlobalEventType, Job, rfc3339
 from .store import encode_frame
 
-_TERMINAL = frozenset(t.value for t in EventType if t.terminal)
 # How many events one read of the store replays at most; a longer replay takes several reads.
 REPLAY_BATCH = 5000
 # Finished jobs the global stream's sync frame carries besides every unfinished one.
@@ -68,6 +67,10 @@ async def _counted(hub: Hub, caller: str, kind: str, frames: AsyncIterator[bytes
             del hub.streams_by_caller[caller]
 
 
+# Sent as a stream closes for its age: come back at once (and jittered), not after the usual retry.
+_RECONNECT_SOON = b"retry: %d\n\n"
+
+
 async def _wait(waiter: asyncio.Future[None], deadline: float) -> bool:
     """Wait for the wake-up ``waiter`` (shared by many streams, so never cancelled here) until the
     stream's deadline; False once the stream is old enough to be closed."""
@@ -105,33 +108,30 @@ async def job_events(hub: Hub, job: Job, position: int | None, after: int, text:
             waiter = channel.waiter()
             frames: list[bytes] = []
             ended = False
-            ring = channel.events_after(cursor)
-            if ring is None:
-                rows = await store.events_after(job.id, cursor, REPLAY_BATCH, text)
-                for event_id, event_type, data in rows:
-                    frames.append(encode_frame(event_id, event_type, data))
-                    cursor = event_id
-                    if event_type in _TERMINAL:
-                        ended = True
-                        break
-                if len(rows) == REPLAY_BATCH and not ended:
-                    hub.delivered["job"] += len(frames)
-                    yield b"".join(frames)
-                    continue
-            else:
-                for event in ring:
-                    frames.append(event.text_frame if text and event.text_frame is not None else event.frame)
-                    cursor = event.id
-                    if event.terminal:
-                        ended = True
-                        break
+            events = channel.events_after(cursor)
+            from_store = events is None
+            if events is None:  # behind the ring (or it is empty): the store has everything
+                events = await store.events_after(job.id, cursor, REPLAY_BATCH, text)
+            for event in events:
+                frames.append(event.text_frame if text and event.text_frame is not None else event.frame)
+                cursor = event.id
+                if event.terminal:
+                    ended = True
+                    break
+            if from_store and len(events) == REPLAY_BATCH and not ended:
+                hub.delivered["job"] += len(frames)
+                yield b"".join(frames)
+                continue
             if not ended and channel.position_frame is not None and channel.position != sent_position:
                 sent_position = channel.position
                 frames.append(channel.position_frame)
             if frames:
                 hub.delivered["job"] += len(frames)
                 yield b"".join(frames)
-            if ended or channel.removed or hub.closing or not await _wait(waiter, deadline):
+            if ended or channel.removed or hub.closing:
+                return
+            if not await _wait(waiter, deadline):
+                yield _RECONNECT_SOON % random.randint(50, 500)
                 return
 
 
@@ -156,5 +156,8 @@ async def global_events(hub: Hub, scope: str | None) -> AsyncIterator[bytes]:
             version = frames[-1][0]
             hub.delivered["global"] += len(frames)
             yield b"".join(f.encoded(scope) for _, f in frames)
-        if hub.closing or not await _wait(waiter, deadline):
+        if hub.closing:
+            return
+        if not await _wait(waiter, deadline):
+            yield _RECONNECT_SOON % random.randint(50, 500)
             return
