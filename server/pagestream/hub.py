@@ -39,17 +39,24 @@ from .store import Commit, Store, StoredEvent, encode_frame
 
 log = logging.getLogger("pagestream.hub")
 
+#: Seconds of pace per watching stream (a write costs about 20–25 µs of loop time; twice that keeps
+#: the loop at most about half busy with one job's streams).
+PER_STREAM_PACE = 50e-6
+#: How often every stream is woken to look at its age (and end it when it is old enough).
+AGE_TICK = 5.0
+
 
 class Channel:
     """The live side of one job's event log: recent events and a wake-up shared by its streams."""
 
-    __slots__ = ("job_id", "ring", "subscribers", "removed", "position", "position_frame", "wanted", "filling",
-                 "_waiter", "_last_wake", "_wake_scheduled", "_pace", "_loop")
+    __slots__ = ("job_id", "ring", "subscribers", "text_subscribers", "removed", "position", "position_frame",
+                 "wanted", "filling", "_waiter", "_last_wake", "_wake_scheduled", "_pace", "_loop")
 
     def __init__(self, job_id: str, ring_size: int, pace: float, loop: asyncio.AbstractEventLoop) -> None:
         self.job_id = job_id
         self.ring: collections.deque[StoredEvent] = collections.deque(maxlen=ring_size)
         self.subscribers = 0
+        self.text_subscribers = 0
         self.removed = False
         #: The latest queue position sent to this job's streams, and its id-less frame.
         self.position: int | None = None
@@ -68,10 +75,15 @@ class Channel:
         return self._waiter
 
     def wake(self, *, now: bool = False) -> None:
-        """Wake the streams at once if the last wake-up was long enough ago, else at the end of the pace."""
+        """Wake the streams at once if the last wake-up was long enough ago, else at the end of the pace.
+
+        The pace grows with the number of streams (PER_STREAM_PACE each), so the event loop spends at
+        most about half its time writing to them however many watch: a busy job with thousands of
+        watchers gets fewer, fuller writes instead of a flooded loop."""
         if self._wake_scheduled:
             return
-        delay = self._last_wake + self._pace - time.monotonic()
+        pace = max(self._pace, self.subscribers * PER_STREAM_PACE)
+        delay = self._last_wake + pace - time.monotonic()
         if now or delay <= 0:
             self._fire()
         else:
@@ -157,9 +169,19 @@ class Hub:
         self._queue_moved = False
         self._news = asyncio.Event()
         self._ticker: asyncio.Task[None] | None = None
+        self._aging: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._ticker = asyncio.create_task(self._tick_global(), name="pagestream-global-ticker")
+        self._aging = asyncio.create_task(self._tick_ages(), name="pagestream-stream-ages")
+
+    async def _tick_ages(self) -> None:
+        # One timer for all streams, instead of one per stream per wait.
+        while True:
+            await asyncio.sleep(AGE_TICK)
+            for channel in list(self.channels.values()):
+                channel.wake(now=True)
+            self._wake_global()
 
     async def close(self) -> None:
         """Wake every stream with ``closing`` set, so each ends after what it has sent."""
@@ -167,10 +189,11 @@ class Hub:
         for channel in self.channels.values():
             channel.wake(now=True)
         self._wake_global()
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        for task in (self._ticker, self._aging):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     # -- from the store
 
@@ -245,16 +268,22 @@ class Hub:
     # -- per-job streams
 
     @contextlib.contextmanager
-    def subscribe(self, job_id: str) -> Iterator[Channel]:
+    def subscribe(self, job_id: str, text: bool = False) -> Iterator[Channel]:
         channel = self.channels.get(job_id)
         if channel is None:
             channel = Channel(job_id, self.settings.ring_size, self.settings.stream_pace_ms / 1000, self._loop)
             self.channels[job_id] = channel
         channel.subscribers += 1
+        channel.text_subscribers += text
+        if text and job_id not in self.store.text_watched:
+            self.store.text_watched = self.store.text_watched | {job_id}
         try:
             yield channel
         finally:
             channel.subscribers -= 1
+            channel.text_subscribers -= text
+            if channel.text_subscribers == 0 and job_id in self.store.text_watched:
+                self.store.text_watched = self.store.text_watched - {job_id}
             if channel.subscribers == 0 and self.channels.get(job_id) is channel:
                 del self.channels[job_id]
 

@@ -151,10 +151,13 @@ class StoredEvent:
     data: bytes
     frame: bytes
     text_frame: bytes | None = None
+    #: A field, not a property: streams look at it for every event they send.
+    terminal: bool = False
 
-    @property
-    def terminal(self) -> bool:
-        return self.type.terminal
+    @classmethod
+    def of(cls, job_id: str, event_id: int, event_type: EventType, data: bytes, text_frame: bytes | None) -> StoredEvent:
+        return cls(job_id, event_id, event_type, data, encode_frame(event_id, event_type.value, data), text_frame,
+                   event_type.terminal)
 
 
 def encode_frame(event_id: int | None, event_type: str, data: bytes) -> bytes:
@@ -216,8 +219,9 @@ class Commit:
 class _Tx:
     """The writer's view of one write: its connection and what it has changed."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, text_watched: frozenset[str] | set[str] = frozenset()) -> None:
         self.conn = conn
+        self.text_watched = text_watched
         self.commit = Commit()
         self.now = time.time()
 
@@ -256,10 +260,9 @@ class _Tx:
             (job_id, event_id, event_type.value, page, data),
         )
         text_frame = None
-        if text is not None:
+        if text is not None and job_id in self.text_watched:  # encoded only if a ?text=1 stream may need it
             text_frame = encode_frame(event_id, event_type.value, _with_page_text(body, text))
-        frame = encode_frame(event_id, event_type.value, data)
-        event = StoredEvent(job_id, event_id, event_type, data, frame, text_frame)
+        event = StoredEvent.of(job_id, event_id, event_type, data, text_frame)
         self.commit.events.append(event)
         self.commit.touched.add(job_id)
         return event
@@ -326,6 +329,9 @@ class Store:
         self._conns_lock = threading.Lock()
         self._listening = threading.Event()
         self._listener: threading.Thread | None = None
+        #: Jobs watched by a ?text=1 stream (kept by the hub): only their page events get a text frame
+        #: when written. Read by the writer thread; replaced whole, never mutated, so no lock is needed.
+        self.text_watched: frozenset[str] = frozenset()
 
     @classmethod
     def from_url(cls, url: str, on_commit: Callable[[Commit], None] | None = None) -> Store:
@@ -439,7 +445,7 @@ class Store:
             try:
                 conn = self._begin(conn)
                 for fn, future in batch:
-                    tx = _Tx(conn)
+                    tx = _Tx(conn, self.text_watched)
                     conn.execute("SAVEPOINT w")
                     try:
                         result = fn(tx)
@@ -640,34 +646,20 @@ class Store:
         A job left running is taken up again (attempts + 1, a ``retrying`` event) unless it has had
         ``max_attempts`` runs already, in which case it fails and the next job is looked at.
         """
+        return await self.write(lambda tx: _claim_next(tx, max_attempts))
 
-        def write(tx: _Tx) -> Job | None:
-            while True:
-                row = tx.conn.execute(
-                    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'running' ORDER BY seq LIMIT 1"
-                ).fetchone()
-                if row is None:
-                    break
-                job = _job(row)
-                if job.attempts >= max_attempts:
-                    _finish(tx, job, JobState.failed, ErrorCode.too_many_attempts,
-                            f"interrupted {job.attempts} times; the last run stopped at page {job.pages_done}")
-                    continue
-                tx.append(job.id, EventType.retrying, {
-                    "attempt": job.attempts,
-                    "reason": {"code": ErrorCode.interrupted.value, "message": "the server restarted during the run"},
-                    "pages_done": job.pages_done,
-                })
-                return _begin_run(tx, job)
-            row = tx.conn.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT 1"
-            ).fetchone()
-            if row is None:
-                return None
-            tx.commit.queue_moved = True
-            return _begin_run(tx, _job(row))
+    async def finish_and_claim(self, job_id: str, state: JobState, code: ErrorCode | None, message: str,
+                               max_attempts: int) -> tuple[Job, Job | None]:
+        """End a job and claim the next one in the same commit: between two jobs the extraction
+        child waits for one commit, not two."""
+
+        def write(tx: _Tx) -> tuple[Job, Job | None]:
+            job = tx.job(job_id)
+            assert job is not None
+            return _finish(tx, job, state, code, message), _claim_next(tx, max_attempts)
 
         return await self.write(write)
+
 
     async def start_run(self, job_id: str, pages_total: int, resume_from: int) -> None:
         def write(tx: _Tx) -> None:
@@ -883,8 +875,7 @@ class Store:
                 text_frame = None
                 if text and event_type == EventType.page.value:
                     text_frame = encode_frame(event_id, event_type, page_event_with_text(data, page_text))
-                events.append(StoredEvent(job_id, int(event_id), EventType(event_type), data,
-                                          encode_frame(event_id, event_type, data), text_frame))
+                events.append(StoredEvent.of(job_id, int(event_id), EventType(event_type), data, text_frame))
             return events
 
         return await self.read(read)
@@ -1016,6 +1007,33 @@ def _with_positions(conn: Connection, jobs: list[Job]) -> list[tuple[Job, int | 
     # Many queued jobs: one pass over the queue's index beats a count per job.
     seqs = [s for (s,) in conn.execute("SELECT seq FROM jobs WHERE state = 'queued' ORDER BY seq")]
     return [(j, bisect.bisect_left(seqs, j.seq) + 1 if j.state is JobState.queued else None) for j in jobs]
+
+
+def _claim_next(tx: _Tx, max_attempts: int) -> Job | None:
+    while True:
+        row = tx.conn.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'running' ORDER BY seq LIMIT 1"
+        ).fetchone()
+        if row is None:
+            break
+        job = _job(row)
+        if job.attempts >= max_attempts:
+            _finish(tx, job, JobState.failed, ErrorCode.too_many_attempts,
+                    f"interrupted {job.attempts} times; the last run stopped at page {job.pages_done}")
+            continue
+        tx.append(job.id, EventType.retrying, {
+            "attempt": job.attempts,
+            "reason": {"code": ErrorCode.interrupted.value, "message": "the server restarted during the run"},
+            "pages_done": job.pages_done,
+        })
+        return _begin_run(tx, job)
+    row = tx.conn.execute(
+        f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT 1"
+    ).fetchone()
+    if row is None:
+        return None
+    tx.commit.queue_moved = True
+    return _begin_run(tx, _job(row))
 
 
 def _begin_run(tx: _Tx, job: Job) -> Job:

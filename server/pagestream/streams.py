@@ -72,12 +72,14 @@ _RECONNECT_SOON = b"retry: %d\n\n"
 
 
 async def _wait(waiter: asyncio.Future[None], deadline: float) -> bool:
-    """Wait for the wake-up ``waiter`` (shared by many streams, so never cancelled here) until the
-    stream's deadline; False once the stream is old enough to be closed."""
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
+    """Wait for the next wake-up; False once the stream is old enough to be closed.
+
+    The waiter is shared by every stream of the channel: shielded, so that a stream cancelled
+    by its client's disconnect does not cancel it for the others. No timer per wait: the hub
+    wakes every stream every AGE_TICK seconds, which is when the age is looked at."""
+    if time.monotonic() >= deadline:
         return False
-    await asyncio.wait((waiter,), timeout=remaining)
+    await asyncio.shield(waiter)
     return True
 
 
@@ -99,7 +101,7 @@ def _now() -> str:
 async def job_events(hub: Hub, job: Job, position: int | None, after: int, text: bool) -> AsyncIterator[bytes]:
     """The frames of one job's stream; ``job`` was read (and checked visible) by the caller."""
     store = hub.store
-    with hub.subscribe(job.id) as channel:
+    with hub.subscribe(job.id, text) as channel:
         yield _retry_frame(hub) + _snapshot(job, position)
         cursor = after
         sent_position = position
@@ -109,6 +111,8 @@ async def job_events(hub: Hub, job: Job, position: int | None, after: int, text:
             frames: list[bytes] = []
             ended = False
             events = channel.events_after(cursor)
+            if text and events and any(e.text_frame is None and e.type is EventType.page for e in events):
+                events = None  # written before any ?text=1 stream watched: the store puts the text back
             from_store = events is None
             if events is None:  # behind the ring (or it is empty): the store has everything
                 events = await store.events_after(job.id, cursor, REPLAY_BATCH, text)

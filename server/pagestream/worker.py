@@ -151,6 +151,7 @@ class Worker:
         self._task: asyncio.Task[None] | None = None
         self._lease = Lease(store.db)
         self._leased = False
+        self._claimed: Job | None = None  # the next job, claimed as the last one finished
         self.deliverer = Deliverer(store, settings, self.metrics)
         # The fields of extraction.Limits; the server never imports the parsers themselves.
         self._limits = {
@@ -251,7 +252,7 @@ class Worker:
         while not self._stopping and self._leased:
             self._wake.clear()
             try:
-                job = await self.store.claim_next(self.settings.max_attempts)
+                job, self._claimed = self._claimed or await self.store.claim_next(self.settings.max_attempts), None
             except Exception:
                 log.exception("could not claim the next job")
                 await asyncio.sleep(1.0)
@@ -283,6 +284,11 @@ class Worker:
             finally:
                 self.current = None
                 self.deliverer.wake()
+        if self._claimed is not None and self._leased:
+            # Claimed as the last job ended, never started: back to the head of the queue.
+            with contextlib.suppress(Exception):
+                await self.store.requeue(self._claimed.id)
+            self._claimed = None
 
     async def _child_ready(self) -> Child:
         if self._child is None or not self._child.alive:
@@ -301,7 +307,11 @@ class Worker:
             self._child = None
 
     async def _finish(self, job_id: str, state: JobState, code: ErrorCode | None = None, message: str = "") -> None:
-        job = await self.store.finish(job_id, state, code, message)
+        if self._stopping or not self._leased:
+            job = await self.store.finish(job_id, state, code, message)
+        else:  # and take the next job in the same commit
+            job, self._claimed = await self.store.finish_and_claim(job_id, state, code, message,
+                                                                   self.settings.max_attempts)
         log.info("job %s %s", job_id, state.value, extra={
             "job_id": job_id, "state": state.value, "code": code.value if code else None,
             "pages_done": job.pages_done, "attempts": job.attempts,
@@ -344,7 +354,7 @@ class Worker:
                 job = await self.store.retrying(job.id, ErrorCode.child_crashed, ended.description)
 
     async def _one_run(self, job: Job, path: str, deadline: float) -> None:
-        done = await self.store.done_pages(job.id)
+        done = await self.store.done_pages(job.id) if job.pages_done else set()
         child = await self._child_ready()
         child.drain()  # nothing of an earlier job may leak into this one
         child.send({
@@ -358,16 +368,18 @@ class Worker:
         opened = False
         while True:
             now = time.monotonic()
-            timeout = min(settings.page_timeout, deadline - now)
-            if stop_deadline is not None:
-                timeout = min(timeout, stop_deadline - now)
+            # Which limit a silence would hit, decided before waiting (a timer may fire a hair early).
+            limit, timeout = "page", settings.page_timeout
+            if deadline - now <= timeout:
+                limit, timeout = "job", deadline - now
+            if stop_deadline is not None and stop_deadline - now <= timeout:
+                limit, timeout = "stop", stop_deadline - now
             first = await child.next(timeout)
             if first is None:
-                now = time.monotonic()
-                if stop_deadline is not None and now >= stop_deadline:
+                if limit == "stop":
                     await self._discard_child("did not stop in time")
                     await self._stopped(job, stop_reason)
-                elif now >= deadline:
+                elif limit == "job":
                     await self._discard_child("job timeout")
                     self.metrics.child_timeouts.labels("job").inc()
                     await self._finish(job.id, JobState.failed, ErrorCode.job_timeout,
