@@ -155,7 +155,8 @@ class StoredEvent:
     terminal: bool = False
 
     @classmethod
-    def of(cls, job_id: str, event_id: int, event_type: EventType, data: bytes, text_frame: bytes | None) -> StoredEvent:
+    def of(cls, job_id: str, event_id: int, event_type: EventType, data: bytes,
+           text_frame: bytes | None) -> StoredEvent:
         return cls(job_id, event_id, event_type, data, encode_frame(event_id, event_type.value, data), text_frame,
                    event_type.terminal)
 
