@@ -25,6 +25,8 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(r"^/api/v1/jobs/[^/]+/(cancel|retry)$"), "job.json"),
     ("GET", re.compile(r"^/api/v1/jobs/[^/]+/result$"), "result"),
     ("GET", re.compile(r"^/healthz$"), "health.json"),
+    ("GET", re.compile(r"^/api/v1/session$"), "session.json"),
+    ("POST", re.compile(r"^/api/v1/session$"), "session.json"),
 ]
 
 

@@ -27,7 +27,11 @@ def free_port() -> int:
 
 @dataclass
 class Server:
-    """``pagestream serve`` on 127.0.0.1 with its own data folder. Start, kill -9, restart at will."""
+    """``pagestream serve`` on 127.0.0.1 with its own data folder. Start, kill -9, restart at will.
+
+    ``command="worker"`` runs ``pagestream worker`` instead (no HTTP: started once its log says
+    it is the worker or a standby); ``args`` adds flags such as ``--no-worker``.
+    """
 
     data_dir: Path
     settings: dict[str, Any] = field(default_factory=dict)
@@ -35,23 +39,33 @@ class Server:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    command: str = "serve"
+    args: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30) -> Server:
-        args = [sys.executable, "-m", "pagestream", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        args = [sys.executable, "-m", "pagestream", self.command, "--port", str(self.port),
+                "--data-dir", str(self.data_dir), *self.args]
         for name, value in self.settings.items():
             args += [f"--{name.replace('_', '-')}", str(value)]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        self.log_path = self.data_dir.parent / f"server-{self.port}.log"
+        self.log_path = self.data_dir.parent / f"{self.command}-{self.port}.log"
         with open(self.log_path, "ab") as log:  # the process keeps its own descriptor
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         deadline = time.monotonic() + timeout
+        seen = self.log_path.stat().st_size
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.log()}")
+            if self.command == "worker":
+                text = self.log_path.read_text(errors="replace")[seen:]
+                if "is the worker now" in text or "as a standby" in text:
+                    return self
+                time.sleep(0.05)
+                continue
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
                     return self
@@ -85,6 +99,25 @@ class Server:
                 self.kill()
         self.process = None
         return code
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run a query on the server's store (SQLite or PostgreSQL), with ``?`` placeholders."""
+        url = str(self.settings.get("db") or "")
+        if url.startswith("postgresql://"):
+            import psycopg
+
+            with psycopg.connect(url) as conn:
+                return [tuple(r) for r in conn.execute(sql.replace("?", "%s"), params).fetchall()]
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(self.data_dir / "pagestream.db")) as db:
+            return [tuple(r) for r in db.execute(sql, params).fetchall()]
+
+    def has_upload(self, job_id: str) -> bool:
+        """Whether the store still keeps a job's uploaded file (the spool, or PostgreSQL's files table)."""
+        if str(self.settings.get("db") or "").startswith("postgresql://"):
+            return bool(self.query("SELECT COUNT(*) FROM files WHERE name = ?", (job_id,))[0][0])
+        return (self.data_dir / "spool" / job_id).exists()
 
     def client(self, **kwargs: Any) -> httpx.Client:
         """An httpx client for this server that checks every response against the contract."""
@@ -150,6 +183,21 @@ def read_events(response: httpx.Response, stop: Any = None) -> Iterator[Event]:
             data_lines.append(value)
         else:
             fields[name] = value
+
+
+def collect_events(url: str, job_id: str, last_event_id: int | None, seen: list[Event]) -> None:
+    """Read a job's stream (resuming after ``last_event_id``) until it ends or the connection drops,
+    appending what arrives to ``seen`` — the way a client follows a job across server deaths."""
+    headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client, \
+                client.stream("GET", f"/api/v1/jobs/{job_id}/events", headers=headers) as response:
+            if response.status_code == 204:
+                return
+            for event in read_events(response):
+                seen.append(event)
+    except httpx.HTTPError:
+        pass  # the server was killed under us
 
 
 def wait_for_state(client: httpx.Client, job_id: str, states: set[str], timeout: float = 60) -> dict[str, Any]:

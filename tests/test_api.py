@@ -10,6 +10,8 @@ import pytest
 from .docs import make_epub, make_pdf
 from .server import Server, wait_for_state
 
+pytestmark = pytest.mark.stores("sqlite", "postgresql")
+
 PDF = make_pdf(["first page", "second page", "third page"])
 
 
@@ -237,10 +239,10 @@ def test_retry_and_delete(make_server: type[Server]) -> None:
         assert done["pages_done"] == 5
         pages = client.get(f"/api/v1/jobs/{job['id']}/result").json()["pages"]
         assert [p["number"] for p in pages] == [1, 2, 3, 4, 5]
-        assert (server.data_dir / "spool" / job["id"]).exists()
+        assert server.has_upload(job["id"])
         assert client.delete(f"/api/v1/jobs/{job['id']}").status_code == 204
         assert client.get(f"/api/v1/jobs/{job['id']}").status_code == 404
-        assert not (server.data_dir / "spool" / job["id"]).exists()
+        assert not server.has_upload(job["id"])
 
 
 def test_healthz_schemas_and_openapi(server: Server) -> None:

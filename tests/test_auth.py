@@ -14,6 +14,8 @@ import pytest
 from .docs import make_pdf
 from .server import ROOT, Server, free_port, read_events, wait_for_state
 
+pytestmark = pytest.mark.stores("sqlite", "postgresql")
+
 ALICE, BOB, ADMIN = "alice-key-0123456789", "bob-key-0123456789ab", "admin-key-0123456789"
 KEYS = f"{ALICE}:alice,{BOB}:bob:user,{ADMIN}:root:admin"
 
@@ -23,8 +25,11 @@ def bearer(key: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def keyed(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    server = Server(tmp_path_factory.mktemp("keyed"), settings={"api_keys": KEYS}).start()
+def keyed(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest, store_kind: str) -> Any:
+    settings: dict[str, Any] = {"api_keys": KEYS}
+    if store_kind == "postgresql":
+        settings["db"] = request.getfixturevalue("postgres").new_database()
+    server = Server(tmp_path_factory.mktemp("keyed"), settings=settings).start()
     yield server
     server.kill()
 

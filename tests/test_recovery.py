@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from typing import Any
 
 import httpx
+import pytest
 
 from .docs import make_pdf
-from .server import Event, Server, read_events, wait_for_state
+from .server import Event, Server, collect_events, read_events, wait_for_state
+
+pytestmark = pytest.mark.stores("sqlite", "postgresql")
 
 PAGES = [f"recovery page {i}" for i in range(1, 31)]
 SLOW = {"PAGESTREAM_FAULT_PAGE_DELAY": "0.1"}
@@ -26,26 +28,12 @@ def wait_for_pages(client: httpx.Client, job_id: str, pages: int, timeout: float
         time.sleep(0.02)
 
 
-def collect(server: Server, job_id: str, last_event_id: int | None, seen: list[Event]) -> None:
-    """Read the stream until it ends or the connection drops, appending what arrives."""
-    headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
-    try:
-        with httpx.Client(base_url=server.url, timeout=30) as client, \
-                client.stream("GET", f"/api/v1/jobs/{job_id}/events", headers=headers) as response:
-            if response.status_code == 204:
-                return
-            for event in read_events(response):
-                seen.append(event)
-    except httpx.HTTPError:
-        pass  # the server was killed under us
-
-
 def test_sigkill_mid_job_resumes_from_the_next_page_and_a_client_misses_nothing(make_server: type[Server]) -> None:
     server = make_server(env=SLOW)
     with server.client() as client:
         job = client.post("/api/v1/jobs", content=make_pdf(PAGES)).json()
         seen: list[Event] = []
-        reader = threading.Thread(target=collect, args=(server, job["id"], None, seen))
+        reader = threading.Thread(target=collect_events, args=(server.url, job["id"], None, seen))
         reader.start()
         wait_for_pages(client, job["id"], 10)
     server.kill()
@@ -56,7 +44,7 @@ def test_sigkill_mid_job_resumes_from_the_next_page_and_a_client_misses_nothing(
     server.start()
     with server.client() as client:
         resumed: list[Event] = []
-        collect(server, job["id"], last_id, resumed)
+        collect_events(server.url, job["id"], last_id, resumed)
         done = wait_for_state(client, job["id"], {"completed"})
         full = [e for e in read_events(client.send(client.build_request("GET", f"/api/v1/jobs/{job['id']}/events"),
                                                    stream=True)) if e.id is not None]
@@ -74,9 +62,8 @@ def test_sigkill_mid_job_resumes_from_the_next_page_and_a_client_misses_nothing(
     retrying = [e for e in full if e.type == "retrying"]
     assert len(retrying) == 1 and retrying[0].data["reason"]["code"] == "interrupted"
     assert done["attempts"] == 2
-    with sqlite3.connect(server.data_dir / "pagestream.db") as db:
-        assert db.execute("SELECT COUNT(*), COUNT(DISTINCT number) FROM pages WHERE job_id = ?",
-                          (job["id"],)).fetchone() == (30, 30)
+    assert server.query("SELECT COUNT(*), COUNT(DISTINCT number) FROM pages WHERE job_id = ?",
+                        (job["id"],)) == [(30, 30)]
 
 
 def test_sigkill_during_queue_keeps_every_accepted_job(make_server: type[Server]) -> None:
@@ -101,9 +88,8 @@ def test_sigterm_finishes_the_page_puts_the_job_back_and_the_next_start_resumes(
     # uvicorn re-raises the signal once it has shut down, so a graceful stop exits by SIGTERM.
     assert server.stop(timeout=20) in (0, -15)
     assert "Application shutdown complete" in server.log()
-    with sqlite3.connect(server.data_dir / "pagestream.db") as db:
-        state, attempts, done = db.execute("SELECT state, attempts, pages_done FROM jobs WHERE id = ?",
-                                           (job["id"],)).fetchone()
+    [(state, attempts, done)] = server.query("SELECT state, attempts, pages_done FROM jobs WHERE id = ?",
+                                             (job["id"],))
     assert state == "queued" and attempts == 0 and 3 <= done < 12
     server.start()
     with server.client() as client:

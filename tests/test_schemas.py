@@ -99,7 +99,7 @@ def test_every_ref_resolves_offline(contract: Contract, name: str) -> None:
         assert not ref.startswith(("http:", "https:")), f"{name}{path}: use a relative $ref, not {ref}"
         resolved = resolver.lookup(ref)
         assert isinstance(resolved.contents, dict), f"{name}{path}: {ref}"
-    if name in INDEXES or name not in ("error.json", "page.json", "submit-options.json"):
+    if name in INDEXES or name not in ("error.json", "page.json", "submit-options.json", "session.json"):
         assert refs, f"{name} was expected to reuse other schemas"
 
 
@@ -230,6 +230,7 @@ def _job(**changes: Any) -> dict[str, Any]:
         "duration_seconds": None,
         "error": None,
         "last_event_id": 1,
+        "callback": None,
         "links": {
             "self": f"/api/v1/jobs/{JOB_ID}",
             "events": f"/api/v1/jobs/{JOB_ID}/events",
@@ -455,6 +456,8 @@ ROUTES = {
     "/api/v1/jobs/{job_id}/result": {"get"},
     "/api/v1/jobs/{job_id}/events": {"get"},
     "/api/v1/events": {"get"},
+    "/api/v1/session": {"get", "post", "delete"},
+    "/metrics": {"get"},
     "/healthz": {"get"},
     "/schemas/{name}": {"get"},
     "/openapi.json": {"get"},
@@ -470,6 +473,16 @@ def test_openapi_header(document: dict[str, Any]) -> None:
 
 def test_openapi_has_every_route(document: dict[str, Any]) -> None:
     assert {path: set(item) & METHODS for path, item in document["paths"].items()} == ROUTES
+
+
+def test_openapi_describes_exactly_the_servers_routes(document: dict[str, Any]) -> None:
+    from pagestream.api import routes
+
+    served: dict[str, set[str]] = {}
+    for route in routes():
+        path = route.path.replace("{name:path}", "{name}")
+        served.setdefault(path, set()).update(m.lower() for m in route.methods or () if m != "HEAD")
+    assert {path: set(item) & METHODS for path, item in document["paths"].items()} == served
 
 
 def test_openapi_statuses(document: dict[str, Any]) -> None:
@@ -509,6 +522,7 @@ def test_openapi_component_names(contract: Contract, document: dict[str, Any]) -
         "JobList",
         "JobBatch",
         "Health",
+        "Session",
         "Event",
         "GlobalEvent",
         "GlobalEventSync",

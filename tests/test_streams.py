@@ -7,9 +7,12 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 
 from .docs import make_pdf
 from .server import Event, Server, read_events, wait_for_state
+
+pytestmark = pytest.mark.stores("sqlite", "postgresql")
 
 SLOW = {"PAGESTREAM_FAULT_PAGE_DELAY": "0.2"}
 

@@ -7,9 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from .docs import make_pdf
 from .server import Server, read_events, wait_for_state
+
+pytestmark = pytest.mark.stores("sqlite", "postgresql")
 
 
 def submit(client: httpx.Client, body: bytes, **params: str) -> dict[str, Any]:
@@ -78,6 +81,7 @@ def test_the_total_timeout_fails_the_job_with_job_timeout(make_server: type[Serv
         assert 1 <= failed["pages_done"] < 20
 
 
+@pytest.mark.stores("sqlite")  # the child's limit; the store only adds minutes of copying 330 MB
 def test_the_memory_limit_fails_the_job_with_memory_limit(make_server: type[Server], tmp_path: Path) -> None:
     server = make_server(settings={"child_memory_mb": 400, "max_upload_mb": 400})
     big = (b"lorem ipsum dolor sit amet " * 40 + b"\n") * 300_000  # about 330 MB of plain text

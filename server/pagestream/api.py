@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import orjson
 from starlette.exceptions import HTTPException
@@ -24,6 +25,7 @@ from .errors import (
     ApiError,
     BadRequest,
     EmptyUpload,
+    Forbidden,
     InvalidOptions,
     NotFinished,
     NotFound,
@@ -33,11 +35,13 @@ from .errors import (
 from .hub import Hub
 from .intake import MultipartReceiver, SpoolFile, receive_raw
 from .jobs import ErrorCode, JobState, new_job_id, parse_pages
+from .metrics import CONTENT_TYPE, Metrics
 from .schemas import Contract
 from .settings import Settings
 from .sniff import sniff
 from .store import NewJob, Store
 from .streams import event_stream_response, global_events, job_events
+from .webhooks import check_callback_url
 from .worker import Worker
 
 log = logging.getLogger("pagestream.api")
@@ -57,6 +61,7 @@ class Services:
     worker: Worker
     contract: Contract
     keys: Keys
+    metrics: Metrics
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -167,7 +172,7 @@ async def submit(request: Request) -> Response:
         files = [await receive_raw(request.stream(), settings.spool_dir, filename, settings.max_upload_bytes)]
         fields = {}
     try:
-        options = _options(svc.contract, {**dict(request.query_params), **fields})
+        options = _options(svc.contract, settings, {**dict(request.query_params), **fields})
         for spool in files:
             await _check_upload(spool)
         uploads = []
@@ -178,18 +183,27 @@ async def submit(request: Request) -> Response:
                 id=job_id, filename=spool.filename if spool.filename != "upload" else _default_name(spool),
                 kind=spool.kind, size=spool.size, sha256=spool.sha256,  # type: ignore[arg-type]
                 spool_name=job_id, pages_spec=options.get("pages"), password=options.get("password"),
+                callback_url=options.get("callback_url"),
                 owner=caller(request).owner,
                 idempotency_key=None if key is None else (key if len(files) == 1 else f"{key}#{index}"),
             ))
+        if svc.store.shared:  # the worker may run on another machine: the store keeps the upload
+            for upload, spool in zip(uploads, files):
+                await svc.store.put_file(upload.spool_name, spool.path)
         results = await svc.store.enqueue(uploads, settings.max_queued_jobs, settings.max_queued_per_caller)
     except BaseException:
         for spool in files:
             await spool.discard()
         raise
-    for spool, (_, created) in zip(files, results):
-        if not created:  # an earlier submission with this Idempotency-Key: the new bytes are not needed
+    for upload, spool, (_, created) in zip(uploads, files, results):
+        if not created or svc.store.shared:  # a repeated Idempotency-Key, or the store has the bytes
             await spool.discard()
+        if not created and svc.store.shared:
+            await svc.store.delete_file(upload.spool_name)
     svc.worker.wake()
+    accepted = [job for job, new in results if new]
+    svc.metrics.jobs_submitted.inc(len(accepted))
+    svc.metrics.upload_bytes.inc(sum(job.size for job in accepted))
     bodies = [await _job_body(svc, job.id) for job, _ in results]
     location = {"Location": f"{API}/jobs/{results[0][0].id}"}
     if len(bodies) == 1:
@@ -197,11 +211,15 @@ async def submit(request: Request) -> Response:
     return json_response({"jobs": bodies}, 202, location)
 
 
-def _options(contract: Contract, values: dict[str, str]) -> dict[str, str]:
-    options = {k: v for k, v in values.items() if k in ("password", "pages") and v != ""}
+def _options(contract: Contract, settings: Settings, values: dict[str, str]) -> dict[str, str]:
+    options = {k: v for k, v in values.items() if k in ("password", "pages", "callback_url") and v != ""}
     problems = contract.errors("submit-options.json", options)
     if problems:
         raise InvalidOptions("; ".join(problems))
+    if "callback_url" in options:
+        refused = check_callback_url(options["callback_url"], settings)
+        if refused:
+            raise InvalidOptions(refused)
     if "pages" in options:
         try:
             parse_pages(options["pages"])
@@ -279,7 +297,7 @@ async def result(request: Request) -> Response:
         raise NotFinished(f"job {job_id} is {job.state.value}; add ?partial=1 for the pages done so far")
     pages = await svc.store.pages(job_id)
     extension = {"json": "json", "text": "txt", "ndjson": "ndjson"}[fmt]
-    disposition = {"Content-Disposition": f'inline; filename="{job_id}.{extension}"'}
+    disposition = {"Content-Disposition": _download_name(job.filename, extension)}
     if fmt == "text":
         return Response("\f".join(p.text for p in pages), media_type="text/plain; charset=utf-8", headers=disposition)
     rows = [{**p.figures(), "text": p.text} for p in pages]
@@ -292,6 +310,14 @@ async def result(request: Request) -> Response:
     })
 
 
+def _download_name(filename: str, extension: str) -> str:
+    """``inline`` with the upload's name and the result's extension: an ASCII fallback and RFC 5987's
+    UTF-8 form, so no file name can break the header."""
+    stem = filename.rsplit(".", 1)[0] or "result"
+    ascii_stem = "".join(c if c.isascii() and (c.isalnum() or c in " ._-") else "_" for c in stem)[:100]
+    return f"inline; filename=\"{ascii_stem}.{extension}\"; filename*=UTF-8''{quote(stem[:100])}.{extension}"
+
+
 # -- acting on jobs
 
 
@@ -300,6 +326,7 @@ async def cancel(request: Request) -> Response:
     job_id = request.path_params["job_id"]
     _exists(await svc.store.cancel(job_id, _owner(request)), job_id)
     svc.worker.request_cancel(job_id)
+    svc.worker.wake()  # a queued job cancelled at once may have a webhook due
     return json_response(await _job_body(svc, job_id), 202)
 
 
@@ -338,12 +365,12 @@ async def job_stream(request: Request) -> Response:
     if job.state.finished and after >= job.last_event_id:
         # The client has seen the end: 204 tells a browser's EventSource to stop reconnecting.
         return Response(status_code=204)
-    return event_stream_response(svc.hub, _stream_key(request), job_events(svc.hub, job, position, after, text))
+    return event_stream_response(svc.hub, _stream_key(request), "job", job_events(svc.hub, job, position, after, text))
 
 
 async def global_stream(request: Request) -> Response:
     svc = services(request)
-    return event_stream_response(svc.hub, _stream_key(request), global_events(svc.hub, _owner(request)))
+    return event_stream_response(svc.hub, _stream_key(request), "global", global_events(svc.hub, _owner(request)))
 
 
 # -- signing in (browsers: EventSource cannot send headers, so it rides on a cookie)
@@ -399,6 +426,16 @@ async def healthz(request: Request) -> Response:
     })
 
 
+async def metrics(request: Request) -> Response:
+    """Prometheus text format. With keys on, for admins only: the figures are the whole server's."""
+    svc = services(request)
+    if svc.keys.enabled and caller(request).scope is not None:
+        raise Forbidden("the metrics are for admin keys")
+    queued, _ = await svc.store.counts()
+    svc.metrics.queue_depth.set(queued)
+    return Response(svc.metrics.render(), media_type=CONTENT_TYPE)
+
+
 async def schema_file(request: Request) -> Response:
     contract = services(request).contract
     name = request.path_params["name"]
@@ -431,6 +468,7 @@ def routes() -> list[Route]:
         Route(f"{API}/session", sign_in, methods=["POST"]),
         Route(f"{API}/session", sign_out, methods=["DELETE"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", authenticated(metrics), methods=["GET"]),
         Route("/schemas/{name:path}", schema_file, methods=["GET"]),
         Route("/openapi.json", openapi_document, methods=["GET"]),
     ]

@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import orjson
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -20,10 +21,12 @@ from .auth import Keys, is_loopback
 from .errors import ApiError
 from .hub import Hub
 from .janitor import Janitor
+from .logs import RequestLog
+from .metrics import Metrics
 from .resources import web_dir
 from .schemas import Contract, openapi
 from .settings import Settings
-from .store import Store
+from .store import Commit, Store
 from .worker import Worker
 
 log = logging.getLogger("pagestream")
@@ -62,6 +65,11 @@ class InsecureListen(ValueError):
     """Listening beyond loopback without API keys, and without allow_open."""
 
 
+def check_webhooks(settings: Settings) -> None:
+    if settings.webhook_hosts.strip() and not settings.webhook_secret:
+        raise ValueError("webhook_hosts is set but webhook_secret is empty: webhooks must be signed")
+
+
 def load_keys(settings: Settings) -> Keys:
     keys = Keys.load(settings.api_keys, settings.api_keys_file)
     if not keys.enabled and not is_loopback(settings.host):
@@ -75,24 +83,47 @@ def load_keys(settings: Settings) -> Keys:
     return keys
 
 
-def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> Starlette:
-    """The whole server as an ASGI app. ``run_worker=False`` serves the API without consuming the queue."""
+def create_app(settings: Settings | None = None, *, run_worker: bool = True, api: bool = True) -> Starlette:
+    """The server as an ASGI app.
+
+    ``run_worker=False`` serves the API without consuming the queue (``serve --no-worker``);
+    ``api=False`` is ``pagestream worker``: the consumer, with only ``/healthz`` and ``/metrics``.
+    With a PostgreSQL store, every process that runs a worker takes part in the lease: one works,
+    the others wait as standbys.
+    """
     settings = settings or Settings.from_env()
     contract = Contract()
     keys = load_keys(settings)
+    check_webhooks(settings)
+    metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         settings.spool_dir.mkdir(parents=True, exist_ok=True)
         hub: Hub | None = None
-        store = Store.from_url(settings.store_url, on_commit=lambda commit: hub.deliver(commit) if hub else None)
+
+        def committed(commit: Commit) -> None:  # this process's own commits, once durable
+            metrics.observe_commit(commit)
+            if hub is not None:
+                hub.deliver(commit)
+
+        store = Store.from_url(settings.store_url, on_commit=committed)
         await store.open()
         hub = Hub(store, settings)
         hub.start()
+        metrics.sample(lambda: _stream_figures(hub))
         janitor = Janitor(store, settings)
         await janitor.start()
-        worker = Worker(store, settings)
-        app.state.services = Services(settings, store, hub, worker, contract, keys)
+        worker = Worker(store, settings, metrics)
+        app.state.services = Services(settings, store, hub, worker, contract, keys, metrics)
+
+        def foreign(commit: Commit | None) -> None:  # another process committed (PostgreSQL)
+            assert hub is not None
+            hub.foreign(commit)
+            if run_worker:
+                worker.foreign(commit)
+
+        store.listen(foreign)
         if run_worker:
             worker.start()
         try:
@@ -103,11 +134,23 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
             await hub.close()
             await store.close()
 
+    mounts = [*routes(), Mount("/", StaticFiles(directory=web_dir(), html=True), name="web")] if api else \
+        [route for route in routes() if route.path in ("/healthz", "/metrics")]
     app = Starlette(
-        routes=[*routes(), Mount("/", StaticFiles(directory=web_dir(), html=True), name="web")],
-        middleware=[Middleware(SecurityHeaders)],
+        routes=mounts,
+        middleware=[Middleware(RequestLog, metrics=metrics), Middleware(SecurityHeaders)],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_exception, ApiError: api_error, Exception: internal_error},
     )
     app.state.openapi = orjson.dumps(openapi(contract, __version__))
     return app
+
+
+def _stream_figures(hub: Hub) -> list[GaugeMetricFamily | CounterMetricFamily]:
+    streams = GaugeMetricFamily("pagestream_open_streams", "Open event streams, by kind.", labels=["kind"])
+    delivered = CounterMetricFamily("pagestream_events_delivered", "Events written to streams, by kind of stream.",
+                                    labels=["kind"])
+    for kind in ("job", "global"):
+        streams.add_metric([kind], hub.streams_by_kind[kind])
+        delivered.add_metric([kind], hub.delivered[kind])
+    return [streams, delivered]

@@ -18,6 +18,8 @@ prints cannot corrupt the stream.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import resource
 import select
@@ -131,6 +133,9 @@ def main() -> None:
     # Keep the protocol on a private descriptor; point fd 1 at stderr for stray C output.
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
+    # A roomy pipe: the child goes on extracting while the worker is busy committing.
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(out.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
     sys.stdout = sys.stderr
     stdin = os.fdopen(0, "rb", buffering=0)
     from .jobs import ErrorCode

@@ -39,21 +39,31 @@ from .store import Commit, Store, StoredEvent, encode_frame
 
 log = logging.getLogger("pagestream.hub")
 
+#: Seconds of pace per watching stream (a write costs about 20–25 µs of loop time; twice that keeps
+#: the loop at most about half busy with one job's streams).
+PER_STREAM_PACE = 50e-6
+#: How often every stream is woken to look at its age (and end it when it is old enough).
+AGE_TICK = 5.0
+
 
 class Channel:
     """The live side of one job's event log: recent events and a wake-up shared by its streams."""
 
-    __slots__ = ("job_id", "ring", "subscribers", "removed", "position", "position_frame", "_waiter", "_last_wake",
-                 "_wake_scheduled", "_pace", "_loop")
+    __slots__ = ("job_id", "ring", "subscribers", "text_subscribers", "removed", "position", "position_frame",
+                 "wanted", "filling", "_waiter", "_last_wake", "_wake_scheduled", "_pace", "_loop")
 
     def __init__(self, job_id: str, ring_size: int, pace: float, loop: asyncio.AbstractEventLoop) -> None:
         self.job_id = job_id
         self.ring: collections.deque[StoredEvent] = collections.deque(maxlen=ring_size)
         self.subscribers = 0
+        self.text_subscribers = 0
         self.removed = False
         #: The latest queue position sent to this job's streams, and its id-less frame.
         self.position: int | None = None
         self.position_frame: bytes | None = None
+        #: Shared stores: the highest event id known to exist, and whether the ring is being filled to it.
+        self.wanted = 0
+        self.filling = False
         self._loop = loop
         self._waiter: asyncio.Future[None] = loop.create_future()
         self._last_wake = 0.0
@@ -65,10 +75,15 @@ class Channel:
         return self._waiter
 
     def wake(self, *, now: bool = False) -> None:
-        """Wake the streams at once if the last wake-up was long enough ago, else at the end of the pace."""
+        """Wake the streams at once if the last wake-up was long enough ago, else at the end of the pace.
+
+        The pace grows with the number of streams (PER_STREAM_PACE each), so the event loop spends at
+        most about half its time writing to them however many watch: a busy job with thousands of
+        watchers gets fewer, fuller writes instead of a flooded loop."""
         if self._wake_scheduled:
             return
-        delay = self._last_wake + self._pace - time.monotonic()
+        pace = max(self._pace, self.subscribers * PER_STREAM_PACE)
+        delay = self._last_wake + pace - time.monotonic()
         if now or delay <= 0:
             self._fire()
         else:
@@ -140,6 +155,9 @@ class Hub:
         #: Open streams in this process, and per caller (an owner, or an address without keys).
         self.streams = 0
         self.streams_by_caller: collections.Counter[str] = collections.Counter()
+        #: For the metrics: open streams and events written, by kind of stream ("job", "global").
+        self.streams_by_kind: collections.Counter[str] = collections.Counter()
+        self.delivered: collections.Counter[str] = collections.Counter()
         self.closing = False
         self._loop = asyncio.get_running_loop()
         # The global stream: a short log of frames, each with a version.
@@ -151,9 +169,19 @@ class Hub:
         self._queue_moved = False
         self._news = asyncio.Event()
         self._ticker: asyncio.Task[None] | None = None
+        self._aging: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._ticker = asyncio.create_task(self._tick_global(), name="pagestream-global-ticker")
+        self._aging = asyncio.create_task(self._tick_ages(), name="pagestream-stream-ages")
+
+    async def _tick_ages(self) -> None:
+        # One timer for all streams, instead of one per stream per wait.
+        while True:
+            await asyncio.sleep(AGE_TICK)
+            for channel in list(self.channels.values()):
+                channel.wake(now=True)
+            self._wake_global()
 
     async def close(self) -> None:
         """Wake every stream with ``closing`` set, so each ends after what it has sent."""
@@ -161,21 +189,30 @@ class Hub:
         for channel in self.channels.values():
             channel.wake(now=True)
         self._wake_global()
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        for task in (self._ticker, self._aging):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     # -- from the store
 
     def deliver(self, commit: Commit) -> None:
         """Take a committed batch: fill the rings, wake the channels, note what the global stream must send."""
         urgent: dict[str, bool] = {}  # channel → wake at once (a terminal event, or the job is gone)
-        for event in commit.events:
-            channel = self.channels.get(event.job_id)
-            if channel is not None:
-                channel.ring.append(event)
-                urgent[event.job_id] = urgent.get(event.job_id, False) or event.terminal
+        if self.store.shared:
+            # Other processes append to the same logs: the rings are filled from the store, in order.
+            for job_id, last in commit.last_ids.items():
+                channel = self.channels.get(job_id)
+                if channel is not None and last > channel.wanted:
+                    channel.wanted = last
+                    self._fill(channel)
+        else:
+            for event in commit.events:
+                channel = self.channels.get(event.job_id)
+                if channel is not None:
+                    channel.ring.append(event)
+                    urgent[event.job_id] = urgent.get(event.job_id, False) or event.terminal
         for job_id in commit.removed:
             channel = self.channels.get(job_id)
             if channel is not None:
@@ -188,19 +225,65 @@ class Hub:
         self._queue_moved |= commit.queue_moved
         self._news.set()
 
+    def foreign(self, commit: Commit | None) -> None:
+        """A commit of another process (shared stores), or None when some may have been missed."""
+        if commit is not None:
+            self.deliver(commit)
+            return
+        self._loop.create_task(self._resync())
+
+    async def _resync(self) -> None:
+        for job, _ in await self.store.jobs_with_positions(list(self.channels)):
+            channel = self.channels.get(job.id)
+            if channel is not None and job.last_event_id > channel.wanted:
+                channel.wanted = job.last_event_id
+                self._fill(channel)
+        self.global_frames.clear()  # every global stream starts again with a sync
+        self.global_version += 1
+        self._wake_global()
+
+    def _fill(self, channel: Channel) -> None:
+        if not channel.filling:
+            channel.filling = True
+            self._loop.create_task(self._fill_ring(channel))
+
+    async def _fill_ring(self, channel: Channel) -> None:
+        """Read a channel's new events from the store into its ring, once for all its streams."""
+        try:
+            while True:
+                # A new ring starts a little before the newest event; streams further behind read the store.
+                have = channel.ring[-1].id if channel.ring else max(0, channel.wanted - 64)
+                if have >= channel.wanted:
+                    return
+                events = await self.store.events_after(channel.job_id, have, self.settings.ring_size, text=True)
+                if not events:
+                    return
+                channel.ring.extend(events)
+                channel.wake(now=any(e.terminal for e in events))
+        except Exception:
+            log.exception("could not read the new events of job %s", channel.job_id)
+        finally:
+            channel.filling = False
+
     # -- per-job streams
 
     @contextlib.contextmanager
-    def subscribe(self, job_id: str) -> Iterator[Channel]:
+    def subscribe(self, job_id: str, text: bool = False) -> Iterator[Channel]:
         channel = self.channels.get(job_id)
         if channel is None:
             channel = Channel(job_id, self.settings.ring_size, self.settings.stream_pace_ms / 1000, self._loop)
             self.channels[job_id] = channel
         channel.subscribers += 1
+        channel.text_subscribers += text
+        if text and job_id not in self.store.text_watched:
+            self.store.text_watched = self.store.text_watched | {job_id}
         try:
             yield channel
         finally:
             channel.subscribers -= 1
+            channel.text_subscribers -= text
+            if channel.text_subscribers == 0 and job_id in self.store.text_watched:
+                self.store.text_watched = self.store.text_watched - {job_id}
             if channel.subscribers == 0 and self.channels.get(job_id) is channel:
                 del self.channels[job_id]
 

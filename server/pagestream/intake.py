@@ -28,6 +28,8 @@ from .errors import BadRequest, InsufficientStorage, TooLarge, Unavailable
 from .jobs import DocumentKind
 
 HEAD_BYTES = 64 * 1024
+#: Bytes gathered in memory before they are written out (per upload).
+WRITE_BATCH = 1024 * 1024
 _UPLOAD_PREFIX = ".upload-"
 
 
@@ -42,6 +44,8 @@ class SpoolFile:
     head: bytearray = field(default_factory=bytearray)
     _hash: Any = field(default_factory=hashlib.sha256)
     _file: BinaryIO | None = None
+    _pending: list[bytes] = field(default_factory=list)
+    _pending_size: int = 0
     kind: DocumentKind | None = None
 
     @classmethod
@@ -54,15 +58,22 @@ class SpoolFile:
         return digest
 
     async def write(self, chunks: list[bytes]) -> None:
-        data = b"".join(chunks)
-        if not data:
-            return
-        self.size += len(data)
-        if self.size > self.limit:
-            raise TooLarge(f"{self.filename} is larger than the limit of {self.limit} bytes")
-        if len(self.head) < HEAD_BYTES:
-            self.head += data[: HEAD_BYTES - len(self.head)]
-        await asyncio.to_thread(self._write, data)
+        for data in chunks:
+            self.size += len(data)
+            if self.size > self.limit:
+                raise TooLarge(f"{self.filename} is larger than the limit of {self.limit} bytes")
+            if len(self.head) < HEAD_BYTES:
+                self.head += data[: HEAD_BYTES - len(self.head)]
+            self._pending.append(data)
+            self._pending_size += len(data)
+        if self._pending_size >= WRITE_BATCH:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        # One trip to a thread per WRITE_BATCH bytes, not per network chunk (64 KiB).
+        if self._pending:
+            data, self._pending, self._pending_size = b"".join(self._pending), [], 0
+            await asyncio.to_thread(self._write, data)
 
     def _write(self, data: bytes) -> None:
         try:
@@ -74,6 +85,8 @@ class SpoolFile:
             raise _disk_error(exc) from exc
 
     async def finish(self) -> None:
+        await self._flush()
+
         def close() -> None:
             if self._file is not None:
                 try:

@@ -57,6 +57,7 @@ class Janitor:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        self.settings.spool_dir.mkdir(parents=True, exist_ok=True)
         removed = await sweep_spool(self.settings.spool_dir, await self.store.spool_names())
         if removed:
             log.info("removed %d spool files that no job owns", removed)

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 
 class JobState(StrEnum):
     #: Waiting in the FIFO queue.
@@ -147,6 +149,19 @@ class EventType(StrEnum):
         return self in (EventType.completed, EventType.failed, EventType.cancelled)
 
 
+class CallbackState(StrEnum):
+    """Where a job's webhook stands (``job.json`` → ``callback.state``)."""
+
+    #: The job has not finished yet.
+    waiting = "waiting"
+    #: Due, or being retried after a failed attempt.
+    pending = "pending"
+    #: The receiver answered 2xx.
+    delivered = "delivered"
+    #: Every attempt failed during webhook_retry_for seconds; no more are made.
+    failed = "failed"
+
+
 class GlobalEventType(StrEnum):
     """Events of the global stream (``shared_schemas/events/global-*.json``)."""
 
@@ -223,6 +238,21 @@ class Job:
     error_code: str | None = None
     error_message: str | None = None
     last_event_id: int = 0
+    callback_url: str | None = None
+    callback_state: str | None = None
+    callback_due_at: float | None = None
+    callback_since: float | None = None
+    callback_attempts: str | None = None
+
+    @property
+    def callback(self) -> dict[str, Any] | None:
+        if not self.callback_url:
+            return None
+        return {
+            "url": self.callback_url,
+            "state": self.callback_state or CallbackState.waiting.value,
+            "attempts": orjson.loads(self.callback_attempts) if self.callback_attempts else [],
+        }
 
     @property
     def error(self) -> dict[str, str] | None:
@@ -273,5 +303,6 @@ class Job:
             "duration_seconds": duration,
             "error": self.error,
             "last_event_id": self.last_event_id,
+            "callback": self.callback,
             "links": {"self": base, "events": f"{base}/events", "result": f"{base}/result"},
         }

@@ -679,6 +679,42 @@ def openapi(contract: Contract, version: str) -> dict[str, Any]:
                 },
             },
         },
+        "/api/v1/session": {
+            "get": {
+                "tags": ["session"],
+                "operationId": "getSession",
+                "summary": "Whether keys are on, and who is signed in",
+                "responses": {"200": _ok("The session.", _ref("Session")), **_errors([])},
+            },
+            "post": {
+                "tags": ["session"],
+                "operationId": "signIn",
+                "summary": "Trade an API key for an HttpOnly, SameSite=Strict session cookie",
+                "requestBody": {"required": True, "content": _json({
+                    "type": "object", "required": ["key"], "properties": {"key": {"type": "string"}},
+                })},
+                "responses": {"200": _ok("Signed in (or keys are off).", _ref("Session")),
+                              **_errors([(400, "No key in the body."), (401, "The key is not valid.")])},
+            },
+            "delete": {
+                "tags": ["session"],
+                "operationId": "signOut",
+                "summary": "Forget the session cookie",
+                "responses": {"204": {"description": "Signed out."}, **_errors([])},
+            },
+        },
+        "/metrics": {
+            "get": {
+                "tags": ["meta"],
+                "operationId": "metrics",
+                "summary": "Prometheus metrics (admin keys only when keys are on)",
+                "responses": {
+                    "200": {"description": "The metrics, in Prometheus's text format.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    **_errors([(401, "No valid key."), (403, "Not an admin key.")]),
+                },
+            },
+        },
         "/healthz": {
             "get": {
                 "tags": ["meta"],

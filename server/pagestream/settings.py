@@ -60,9 +60,19 @@ class Settings:
                                          "reading before the stream is closed.")
     retention_hours: float = _setting(168.0, "Finished jobs, their pages, events and files are removed this "
                                              "long after they finish; 0 keeps them.")
+    webhook_hosts: str = _setting("", "Hosts a job's callback_url may name (host or host:port, comma separated); "
+                                      "empty refuses every callback_url.")
+    webhook_secret: str = _setting("", "The HMAC-SHA256 key that signs webhooks; needed when webhook_hosts is set.")
+    webhook_timeout: float = _setting(10.0, "Seconds one webhook delivery attempt may take.")
+    webhook_backoff: float = _setting(1.0, "Seconds before the first retry of a failed webhook; doubled each time, "
+                                           "at most 5 minutes.")
+    webhook_retry_for: float = _setting(3600.0, "Seconds during which a failing webhook is retried before it is "
+                                                "given up.")
     ring_size: int = _setting(1024, "Recent encoded events kept in memory per job for live delivery.")
     shutdown_grace: float = _setting(5.0, "Seconds open streams get to close when the server stops.")
     log_level: str = _setting("info", "Log level: debug, info, warning or error.")
+    log_format: str = _setting("auto", "Log lines as json (one object a line), text, or auto: text at a terminal, "
+                                       "else JSON.")
 
     @property
     def store_url(self) -> str:

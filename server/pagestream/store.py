@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
+import logging
 import queue
-import sqlite3
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -33,40 +35,51 @@ from typing import Any, TypeVar
 
 import orjson
 
-from .errors import ApiError, Conflict, IdempotencyConflict, InsufficientStorage, QueueFull, Unavailable
-from .jobs import FINISHED, DocumentKind, ErrorCode, EventType, Job, JobState, rfc3339
+from .database import Connection, Database, PostgreSQL, open_database
+from .errors import Conflict, IdempotencyConflict, QueueFull, Unavailable
+from .jobs import FINISHED, CallbackState, DocumentKind, ErrorCode, EventType, Job, JobState, rfc3339
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+log = logging.getLogger("pagestream.store")
 
+#: Delivery attempts of a webhook kept on its job.
+MAX_CALLBACK_ATTEMPTS = 50
+#: Uploads kept in a shared store are cut into chunks of this many bytes.
+FILE_CHUNK = 1024 * 1024
+#: A NOTIFY payload must stay under PostgreSQL's 8,000 bytes.
+_NOTIFY_BYTES = 7000
+
+SCHEMA_VERSION = 2
+
+# Written once for both databases: {blob} and {without_rowid} are filled in by database.py.
 _MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE jobs (
         id TEXT PRIMARY KEY,
-        seq INTEGER NOT NULL UNIQUE,
+        seq BIGINT NOT NULL UNIQUE,
         state TEXT NOT NULL,
         filename TEXT NOT NULL,
         kind TEXT NOT NULL,
-        size INTEGER NOT NULL,
+        size BIGINT NOT NULL,
         sha256 TEXT NOT NULL,
         spool_name TEXT NOT NULL,
         pages_spec TEXT,
         password TEXT,
         owner TEXT NOT NULL DEFAULT '',
         idempotency_key TEXT,
-        created_at REAL NOT NULL,
-        started_at REAL,
-        run_started_at REAL,
-        run_pages_start INTEGER NOT NULL DEFAULT 0,
-        finished_at REAL,
-        pages_total INTEGER,
-        pages_done INTEGER NOT NULL DEFAULT 0,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        created_at DOUBLE PRECISION NOT NULL,
+        started_at DOUBLE PRECISION,
+        run_started_at DOUBLE PRECISION,
+        run_pages_start BIGINT NOT NULL DEFAULT 0,
+        finished_at DOUBLE PRECISION,
+        pages_total BIGINT,
+        pages_done BIGINT NOT NULL DEFAULT 0,
+        attempts BIGINT NOT NULL DEFAULT 0,
+        cancel_requested BIGINT NOT NULL DEFAULT 0,
         error_code TEXT,
         error_message TEXT,
-        last_event_id INTEGER NOT NULL DEFAULT 0
+        last_event_id BIGINT NOT NULL DEFAULT 0
     );
     CREATE INDEX jobs_state_seq ON jobs (state, seq);
     CREATE INDEX jobs_owner_state ON jobs (owner, state, seq);
@@ -74,32 +87,49 @@ _MIGRATIONS: dict[int, str] = {
     CREATE UNIQUE INDEX jobs_idempotency ON jobs (owner, idempotency_key) WHERE idempotency_key IS NOT NULL;
     CREATE TABLE pages (
         job_id TEXT NOT NULL,
-        number INTEGER NOT NULL,
-        chars INTEGER NOT NULL,
-        words INTEGER NOT NULL,
-        ms REAL NOT NULL,
+        number BIGINT NOT NULL,
+        chars BIGINT NOT NULL,
+        words BIGINT NOT NULL,
+        ms DOUBLE PRECISION NOT NULL,
         method TEXT NOT NULL,
         error TEXT,
         text TEXT NOT NULL,
         PRIMARY KEY (job_id, number)
-    ) WITHOUT ROWID;
+    ) {without_rowid};
     CREATE TABLE events (
         job_id TEXT NOT NULL,
-        id INTEGER NOT NULL,
+        id BIGINT NOT NULL,
         type TEXT NOT NULL,
-        page INTEGER,
-        data BLOB NOT NULL,
+        page BIGINT,
+        data {blob} NOT NULL,
         PRIMARY KEY (job_id, id)
-    ) WITHOUT ROWID;
-    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    ) {without_rowid};
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
     INSERT INTO counters VALUES ('seq', 0);
+    -- The uploaded files, for stores shared by several machines (PostgreSQL): in chunks.
+    CREATE TABLE files (
+        name TEXT NOT NULL,
+        chunk BIGINT NOT NULL,
+        data {blob} NOT NULL,
+        PRIMARY KEY (name, chunk)
+    ) {without_rowid}
+    """,
+    # Webhooks: where to tell that a job ended, and every attempt to tell it.
+    2: """
+    ALTER TABLE jobs ADD COLUMN callback_url TEXT;
+    ALTER TABLE jobs ADD COLUMN callback_state TEXT;
+    ALTER TABLE jobs ADD COLUMN callback_due_at DOUBLE PRECISION;
+    ALTER TABLE jobs ADD COLUMN callback_since DOUBLE PRECISION;
+    ALTER TABLE jobs ADD COLUMN callback_attempts TEXT;
+    CREATE INDEX jobs_callback_due ON jobs (callback_due_at) WHERE callback_state = 'pending'
     """,
 }
 
 _JOB_COLUMNS = (
     "id, seq, state, filename, kind, size, sha256, spool_name, pages_spec, password, owner, idempotency_key, "
     "created_at, started_at, run_started_at, run_pages_start, finished_at, pages_total, pages_done, attempts, "
-    "cancel_requested, error_code, error_message, last_event_id"
+    "cancel_requested, error_code, error_message, last_event_id, "
+    "callback_url, callback_state, callback_due_at, callback_since, callback_attempts"
 )
 
 
@@ -121,10 +151,14 @@ class StoredEvent:
     data: bytes
     frame: bytes
     text_frame: bytes | None = None
+    #: A field, not a property: streams look at it for every event they send.
+    terminal: bool = False
 
-    @property
-    def terminal(self) -> bool:
-        return self.type.terminal
+    @classmethod
+    def of(cls, job_id: str, event_id: int, event_type: EventType, data: bytes,
+           text_frame: bytes | None) -> StoredEvent:
+        return cls(job_id, event_id, event_type, data, encode_frame(event_id, event_type.value, data), text_frame,
+                   event_type.terminal)
 
 
 def encode_frame(event_id: int | None, event_type: str, data: bytes) -> bytes:
@@ -141,19 +175,54 @@ class Commit:
     #: Removed job id → its owner (the global stream tells only that owner's streams).
     removed: dict[str, str] = field(default_factory=dict)
     queue_moved: bool = False
+    #: The last event id of each job this batch appended to (for other processes; see notifications()).
+    last_ids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.events or self.touched or self.removed or self.queue_moved or self.last_ids)
 
     def merge(self, other: Commit) -> None:
         self.events.extend(other.events)
         self.touched |= other.touched
         self.removed.update(other.removed)
         self.queue_moved |= other.queue_moved
+        for event in other.events:
+            self.last_ids[event.job_id] = event.id
+
+    def notifications(self, token: str) -> list[str]:
+        """This commit as NOTIFY payloads for the other processes (several if it is large)."""
+        last = dict(self.last_ids)
+        touched = sorted(self.touched - last.keys())
+        removed = dict(self.removed)
+        payloads = []
+        while True:
+            note: dict[str, Any] = {"from": token, "moved": self.queue_moved, "last": {}, "touched": [],
+                                    "removed": {}}
+            size = 100
+            while last and size < _NOTIFY_BYTES:
+                job_id, event_id = last.popitem()
+                note["last"][job_id] = event_id
+                note["touched"].append(job_id)
+                size += 50
+            while touched and size < _NOTIFY_BYTES:
+                note["touched"].append(touched.pop())
+                size += 20
+            while removed and size < _NOTIFY_BYTES:
+                job_id, owner = removed.popitem()
+                note["removed"][job_id] = owner
+                size += 30 + len(owner)
+            payloads.append(orjson.dumps(note).decode())
+            if not (last or touched or removed):
+                return payloads
 
 
 class _Tx:
     """The writer's view of one write: its connection and what it has changed."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Connection, text_watched: frozenset[str] | set[str] = frozenset()) -> None:
         self.conn = conn
+        self.text_watched = text_watched
         self.commit = Commit()
         self.now = time.time()
 
@@ -192,10 +261,9 @@ class _Tx:
             (job_id, event_id, event_type.value, page, data),
         )
         text_frame = None
-        if text is not None:
+        if text is not None and job_id in self.text_watched:  # encoded only if a ?text=1 stream may need it
             text_frame = encode_frame(event_id, event_type.value, _with_page_text(body, text))
-        frame = encode_frame(event_id, event_type.value, data)
-        event = StoredEvent(job_id, event_id, event_type, data, frame, text_frame)
+        event = StoredEvent.of(job_id, event_id, event_type, data, text_frame)
         self.commit.events.append(event)
         self.commit.touched.add(job_id)
         return event
@@ -224,6 +292,7 @@ class NewJob:
     password: str | None
     owner: str = ""
     idempotency_key: str | None = None
+    callback_url: str | None = None
 
 
 @dataclass(slots=True)
@@ -244,36 +313,69 @@ class PageRow:
 
 
 class Store:
-    """Jobs, pages and event logs in one SQLite database. Open with :meth:`open`, close with :meth:`close`."""
+    """Jobs, pages and event logs in one database. Open with :meth:`open`, close with :meth:`close`."""
 
-    def __init__(self, path: Path, on_commit: Callable[[Commit], None] | None = None) -> None:
-        self.path = path
+    def __init__(self, db: Database, on_commit: Callable[[Commit], None] | None = None) -> None:
+        self.db = db
         self.on_commit = on_commit
+        #: Set by a shared store (PostgreSQL) for what other processes commit; see :meth:`listen`.
+        self.on_foreign: Callable[[Commit | None], None] | None = None
+        self.token = secrets.token_hex(6)  # this process, in its own notifications
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writes: queue.SimpleQueue[tuple[Callable[[_Tx], Any], Future[Any]] | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="store-read")
         self._local = threading.local()
-        self._all_reader_conns: list[sqlite3.Connection] = []
+        self._all_reader_conns: list[Connection] = []
         self._conns_lock = threading.Lock()
+        self._listening = threading.Event()
+        self._listener: threading.Thread | None = None
+        #: Jobs watched by a ?text=1 stream (kept by the hub): only their page events get a text frame
+        #: when written. Read by the writer thread; replaced whole, never mutated, so no lock is needed.
+        self.text_watched: frozenset[str] = frozenset()
 
     @classmethod
     def from_url(cls, url: str, on_commit: Callable[[Commit], None] | None = None) -> Store:
-        if not url.startswith("sqlite:///"):
-            raise ValueError(f"unsupported store URL {url!r}: expected sqlite:///path")
-        return cls(Path(url.removeprefix("sqlite:///")), on_commit)
+        return cls(open_database(url), on_commit)
+
+    @property
+    def shared(self) -> bool:
+        return self.db.shared
 
     # -- lifecycle
 
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         ready: Future[None] = Future()
         self._writer = threading.Thread(target=self._write_loop, args=(ready,), name="store-writer", daemon=True)
         self._writer.start()
         await asyncio.wrap_future(ready)
 
+    def listen(self, on_foreign: Callable[[Commit | None], None]) -> None:
+        """Hear the commits of other processes (a shared store only): ``on_foreign`` gets each one on
+        the event loop, or None after a lost connection, when anything may have been missed."""
+        if not isinstance(self.db, PostgreSQL):
+            return
+        self.on_foreign = on_foreign
+        self._listener = threading.Thread(target=self.db.listen, args=(self._heard, self._listening),
+                                          name="store-listener", daemon=True)
+        self._listener.start()
+
+    def _heard(self, payload: str | None) -> None:
+        commit = None
+        if payload is not None:
+            note = orjson.loads(payload)
+            if note.get("from") == self.token:
+                return  # our own commit: delivered already
+            commit = Commit(touched=set(note.get("touched", ())), removed=dict(note.get("removed", {})),
+                            queue_moved=bool(note.get("moved")), last_ids=dict(note.get("last", {})))
+        if self._loop is not None and self.on_foreign is not None:
+            self._loop.call_soon_threadsafe(self.on_foreign, commit)
+
     async def close(self) -> None:
+        self._listening.set()
+        if self._listener is not None:
+            await asyncio.to_thread(self._listener.join)
         if self._writer is not None:
             self._writes.put(None)
             await asyncio.to_thread(self._writer.join)
@@ -281,35 +383,28 @@ class Store:
         self._readers.shutdown(wait=True)
         with self._conns_lock:
             for conn in self._all_reader_conns:
-                conn.close()
+                with contextlib.suppress(Exception):
+                    conn.close()
             self._all_reader_conns.clear()
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA busy_timeout = 30000")
-        return conn
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        row = conn.execute("SELECT version FROM schema_version").fetchone()
-        current = 0 if row is None else int(row[0])
-        if current > SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path} has schema version {current}; this pagestream knows {SCHEMA_VERSION}")
-        for version in range(current + 1, SCHEMA_VERSION + 1):
-            # One script, one transaction: a migration is applied whole or not at all.
-            conn.executescript(
-                f"BEGIN IMMEDIATE; {_MIGRATIONS[version]}; DELETE FROM schema_version; "
-                f"INSERT INTO schema_version VALUES ({version}); COMMIT;"
-            )
+    def _migrate(self, conn: Connection) -> None:
+        with self.db.migration_lock(conn):
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+            row = conn.execute("SELECT version FROM schema_version").fetchone()
+            current = 0 if row is None else int(row[0])
+            if current > SCHEMA_VERSION:
+                raise RuntimeError(f"the store has schema version {current}; this pagestream knows {SCHEMA_VERSION}")
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                self.db.run_script(conn, self.db.ddl(_MIGRATIONS[version]) + ";\nDELETE FROM schema_version;\n"
+                                   f"INSERT INTO schema_version VALUES ({version})")
+                log.info("migrated the store to schema version %d", version)
 
     # -- the writer
 
     def _write_loop(self, ready: Future[None]) -> None:
         try:
-            conn = self._connect()
+            conn: Connection | None = self.db.connect()
+            assert conn is not None
             self._migrate(conn)
         except BaseException as exc:  # hand any start-up failure to open()
             ready.set_exception(exc)
@@ -329,44 +424,90 @@ class Store:
                     break
             else:
                 stopping = True
-            if batch:
-                self._run_batch(conn, batch)
-        conn.close()
-
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[tuple[Callable[[_Tx], Any], Future[Any]]]) -> None:
-        done: list[tuple[Future[Any], Any, BaseException | None]] = []
-        commit = Commit()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for fn, future in batch:
-                tx = _Tx(conn)
-                conn.execute("SAVEPOINT w")
+            if not batch:
+                continue
+            if conn is None:  # lost with the previous batch: connect again
                 try:
-                    result = fn(tx)
-                except BaseException as exc:  # the write fails alone; the batch goes on
-                    conn.execute("ROLLBACK TO w")
-                    conn.execute("RELEASE w")
-                    done.append((future, None, exc))
+                    conn = self.db.connect()
+                except Exception as exc:
+                    failure = self.db.failure(exc) or Unavailable(f"cannot reach the store: {exc}")
+                    for _, future in batch:
+                        future.set_exception(failure)
                     continue
-                conn.execute("RELEASE w")
-                commit.merge(tx.commit)
-                done.append((future, result, None))
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:  # the commit itself failed (disk full, read-only): nothing was written
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            failure = _storage_error(exc)
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(failure)
-            return
-        if self.on_commit is not None and (commit.events or commit.touched or commit.removed) and self._loop:
-            self._loop.call_soon_threadsafe(self.on_commit, commit)
-        for future, result, error in done:
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)
+            conn = self._run_batch(conn, batch)
+        if conn is not None:
+            conn.close()
+
+    def _run_batch(self, conn: Connection, batch: list[tuple[Callable[[_Tx], Any], Future[Any]]]) -> Connection | None:
+        """Run a batch in one transaction; returns the connection, or None if it was lost."""
+        for attempt in range(1, 4):
+            done: list[tuple[Future[Any], Any, BaseException | None]] = []
+            commit = Commit()
+            try:
+                conn = self._begin(conn)
+                for fn, future in batch:
+                    tx = _Tx(conn, self.text_watched)
+                    conn.execute("SAVEPOINT w")
+                    try:
+                        result = fn(tx)
+                    except Exception as exc:
+                        if self.db.failure(exc) is not None:
+                            raise  # a database failure spoils the whole transaction
+                        conn.execute("ROLLBACK TO SAVEPOINT w")
+                        conn.execute("RELEASE SAVEPOINT w")
+                        done.append((future, None, exc))  # the write fails alone; the batch goes on
+                        continue
+                    conn.execute("RELEASE SAVEPOINT w")
+                    commit.merge(tx.commit)
+                    done.append((future, result, None))
+                if isinstance(self.db, PostgreSQL) and not commit.empty:
+                    for payload in commit.notifications(self.token):
+                        self.db.notify(conn, payload)
+                conn.execute("COMMIT")
+            except Exception as exc:  # the transaction failed: nothing of it was written
+                failure = self.db.failure(exc)
+                if failure is None:
+                    raise
+                lost = self.db.lost(exc)
+                if not lost:
+                    with contextlib.suppress(Exception):
+                        if self.db.in_transaction(conn):
+                            conn.execute("ROLLBACK")
+                if self.db.retryable(exc) and attempt < 3:
+                    log.info("retrying a write batch after %s", exc.__class__.__name__)
+                    continue
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(failure)
+                if lost:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                    return None
+                return conn
+            if self.on_commit is not None and not commit.empty and self._loop:
+                self._loop.call_soon_threadsafe(self.on_commit, commit)
+            for future, result, error in done:
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(result)
+            return conn
+        return conn  # pragma: no cover - the loop always returns
+
+    def _begin(self, conn: Connection) -> Connection:
+        """Begin a transaction; a connection found dead (the database restarted since the last batch)
+        is replaced once — nothing was sent on it, so nothing can be written twice."""
+        try:
+            self.db.begin(conn)
+            return conn
+        except Exception as exc:
+            if not self.db.lost(exc):
+                raise
+        with contextlib.suppress(Exception):
+            conn.close()
+        conn = self.db.connect()
+        self.db.begin(conn)
+        return conn
 
     async def write(self, fn: Callable[[_Tx], T]) -> T:
         """Run ``fn`` in the writer thread, inside the next group commit; return its result once durable."""
@@ -376,19 +517,85 @@ class Store:
 
     # -- reads
 
-    def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+    def _reader(self) -> Connection:
+        conn: Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._connect()
+            conn = self.db.connect()
             self._local.conn = conn
             with self._conns_lock:
                 self._all_reader_conns.append(conn)
         return conn
 
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _drop_reader(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with self._conns_lock:
+                if conn in self._all_reader_conns:
+                    self._all_reader_conns.remove(conn)
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _read(self, fn: Callable[[Connection], T]) -> T:
+        for attempt in (1, 2):
+            try:
+                return fn(self._reader())
+            except Exception as exc:
+                if not self.db.lost(exc):
+                    failure = self.db.failure(exc)
+                    if failure is not None:
+                        raise failure from exc
+                    raise
+                self._drop_reader()  # a lost connection (the database restarted): once more, afresh
+                if attempt == 2:
+                    raise Unavailable(f"cannot reach the store: {exc.__class__.__name__}") from exc
+        raise AssertionError("unreachable")
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` with a reading connection on the read pool."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, lambda: fn(self._reader()))
+        return await loop.run_in_executor(self._readers, self._read, fn)
+
+    # -- files (a shared store keeps the uploads, so that the worker can run on any machine)
+
+    async def put_file(self, name: str, path: Path) -> None:
+        """Copy an uploaded file into the store (shared stores only), in its own transaction."""
+
+        def put(conn: Connection) -> None:
+            self.db.begin(conn)
+            try:
+                conn.execute("DELETE FROM files WHERE name = ?", (name,))
+                with open(path, "rb") as f:
+                    for number, chunk in enumerate(iter(lambda: f.read(FILE_CHUNK), b"")):
+                        conn.execute("INSERT INTO files (name, chunk, data) VALUES (?, ?, ?)", (name, number, chunk))
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    conn.execute("ROLLBACK")
+                raise
+
+        await self.read(put)
+
+    async def delete_file(self, name: str) -> None:
+        await self.write(lambda tx: tx.conn.execute("DELETE FROM files WHERE name = ?", (name,)))
+
+    async def fetch_file(self, name: str, path: Path) -> bool:
+        """Write a stored file to ``path``; False if the store does not have it."""
+
+        def fetch(conn: Connection) -> bool:
+            rows = conn.execute("SELECT chunk FROM files WHERE name = ? ORDER BY chunk", (name,)).fetchall()
+            if not rows:
+                return False
+            partial = path.with_name(path.name + ".part")
+            with open(partial, "wb") as f:
+                for (number,) in rows:
+                    (data,) = conn.execute("SELECT data FROM files WHERE name = ? AND chunk = ?",
+                                           (name, number)).fetchone()
+                    f.write(data)
+            partial.replace(path)
+            return True
+
+        return await self.read(fetch)
 
     # -- intake
 
@@ -418,9 +625,11 @@ class Store:
                 seq = tx.next_seq()
                 tx.conn.execute(
                     "INSERT INTO jobs (id, seq, state, filename, kind, size, sha256, spool_name, pages_spec, password, "
-                    "owner, idempotency_key, created_at) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "owner, idempotency_key, created_at, callback_url, callback_state) "
+                    "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (new.id, seq, new.filename, new.kind.value, new.size, new.sha256, new.spool_name, new.pages_spec,
-                     new.password, new.owner, new.idempotency_key, tx.now),
+                     new.password, new.owner, new.idempotency_key, tx.now, new.callback_url,
+                     CallbackState.waiting.value if new.callback_url else None),
                 )
                 tx.append(new.id, EventType.queued, {"position": tx.position(seq)})
                 job = tx.job(new.id)
@@ -438,34 +647,20 @@ class Store:
         A job left running is taken up again (attempts + 1, a ``retrying`` event) unless it has had
         ``max_attempts`` runs already, in which case it fails and the next job is looked at.
         """
+        return await self.write(lambda tx: _claim_next(tx, max_attempts))
 
-        def write(tx: _Tx) -> Job | None:
-            while True:
-                row = tx.conn.execute(
-                    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'running' ORDER BY seq LIMIT 1"
-                ).fetchone()
-                if row is None:
-                    break
-                job = _job(row)
-                if job.attempts >= max_attempts:
-                    _finish(tx, job, JobState.failed, ErrorCode.too_many_attempts,
-                            f"interrupted {job.attempts} times; the last run stopped at page {job.pages_done}")
-                    continue
-                tx.append(job.id, EventType.retrying, {
-                    "attempt": job.attempts,
-                    "reason": {"code": ErrorCode.interrupted.value, "message": "the server restarted during the run"},
-                    "pages_done": job.pages_done,
-                })
-                return _begin_run(tx, job)
-            row = tx.conn.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT 1"
-            ).fetchone()
-            if row is None:
-                return None
-            tx.commit.queue_moved = True
-            return _begin_run(tx, _job(row))
+    async def finish_and_claim(self, job_id: str, state: JobState, code: ErrorCode | None, message: str,
+                               max_attempts: int) -> tuple[Job, Job | None]:
+        """End a job and claim the next one in the same commit: between two jobs the extraction
+        child waits for one commit, not two."""
+
+        def write(tx: _Tx) -> tuple[Job, Job | None]:
+            job = tx.job(job_id)
+            assert job is not None
+            return _finish(tx, job, state, code, message), _claim_next(tx, max_attempts)
 
         return await self.write(write)
+
 
     async def start_run(self, job_id: str, pages_total: int, resume_from: int) -> None:
         def write(tx: _Tx) -> None:
@@ -489,8 +684,8 @@ class Store:
             ).fetchone()
             for p in pages:
                 cursor = tx.conn.execute(
-                    "INSERT OR IGNORE INTO pages (job_id, number, chars, words, ms, method, error, text) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO pages (job_id, number, chars, words, ms, method, error, text) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (job_id, p.number, p.chars, p.words, p.ms, p.method, p.error, p.text),
                 )
                 if cursor.rowcount == 0:
@@ -574,6 +769,8 @@ class Store:
             seq = tx.next_seq()
             tx.update(job_id, seq=seq, state=JobState.queued.value, attempts=0, finished_at=None, error_code=None,
                       error_message=None, cancel_requested=0)
+            if job.callback_url:
+                tx.update(job_id, callback_state=CallbackState.waiting.value, callback_due_at=None)
             tx.append(job_id, EventType.queued, {"position": tx.position(seq)})
             return tx.job(job_id)
 
@@ -598,7 +795,7 @@ class Store:
     async def get(self, job_id: str, owner: str | None = None) -> tuple[Job, int | None] | None:
         """The job and its queue position (None unless queued); None if there is no such job for this owner."""
 
-        def read(conn: sqlite3.Connection) -> tuple[Job, int | None] | None:
+        def read(conn: Connection) -> tuple[Job, int | None] | None:
             row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
             job = _visible(None if row is None else _job(row), owner)
             if job is None:
@@ -612,12 +809,12 @@ class Store:
         """Given jobs (or, with ``job_ids`` None, every unfinished job and the ``recent`` newest finished ones)."""
         ids = None if job_ids is None else list(job_ids)
 
-        def read(conn: sqlite3.Connection) -> list[tuple[Job, int | None]]:
+        def read(conn: Connection) -> list[tuple[Job, int | None]]:
             if ids is None:
                 rows = conn.execute(
                     f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ('queued', 'running') UNION ALL "
                     f"SELECT * FROM (SELECT {_JOB_COLUMNS} FROM jobs WHERE state NOT IN ('queued', 'running') "
-                    "ORDER BY seq DESC LIMIT ?)", (recent,),
+                    "ORDER BY seq DESC LIMIT ?) AS recent", (recent,),
                 ).fetchall()
             else:
                 rows = []
@@ -634,7 +831,7 @@ class Store:
                         owner: str | None = None) -> tuple[list[tuple[Job, int | None]], int | None]:
         """A page of the job list and the seq to continue after (None at the end)."""
 
-        def read(conn: sqlite3.Connection) -> tuple[list[tuple[Job, int | None]], int | None]:
+        def read(conn: Connection) -> tuple[list[tuple[Job, int | None]], int | None]:
             where: list[str] = []
             args: list[str | int] = []
             if states:
@@ -657,31 +854,64 @@ class Store:
 
         return await self.read(read)
 
-    async def events_after(self, job_id: str, after: int, limit: int, text: bool) -> list[tuple[int, str, bytes]]:
-        """Up to ``limit`` events of a job after id ``after``: (id, type, data), page text put back with ``text``."""
+    async def events_after(self, job_id: str, after: int, limit: int, text: bool) -> list[StoredEvent]:
+        """Up to ``limit`` events of a job after id ``after``, their frames encoded here, off the event
+        loop; with ``text`` page events also get their ``text_frame`` (the page text put back)."""
 
-        def read(conn: sqlite3.Connection) -> list[tuple[int, str, bytes]]:
-            if not text:
+        def read(conn: Connection) -> list[StoredEvent]:
+            if text:
                 rows = conn.execute(
-                    "SELECT id, type, data FROM events WHERE job_id = ? AND id > ? ORDER BY id LIMIT ?",
+                    "SELECT e.id, e.type, e.data, p.text FROM events e LEFT JOIN pages p "
+                    "ON e.page IS NOT NULL AND p.job_id = e.job_id AND p.number = e.page "
+                    "WHERE e.job_id = ? AND e.id > ? ORDER BY e.id LIMIT ?", (job_id, after, limit),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT id, type, data, NULL FROM events WHERE job_id = ? AND id > ? ORDER BY id LIMIT ?",
                     (job_id, after, limit),
                 ).fetchall()
-                return [(int(i), t, bytes(d)) for i, t, d in rows]
-            rows = conn.execute(
-                "SELECT e.id, e.type, e.data, p.text FROM events e LEFT JOIN pages p "
-                "ON e.page IS NOT NULL AND p.job_id = e.job_id AND p.number = e.page "
-                "WHERE e.job_id = ? AND e.id > ? ORDER BY e.id LIMIT ?",
-                (job_id, after, limit),
-            ).fetchall()
-            return [
-                (int(i), t, page_event_with_text(d, txt) if t == EventType.page.value else bytes(d))
-                for i, t, d, txt in rows
-            ]
+            events = []
+            for event_id, event_type, data, page_text in rows:
+                data = bytes(data)
+                text_frame = None
+                if text and event_type == EventType.page.value:
+                    text_frame = encode_frame(event_id, event_type, page_event_with_text(data, page_text))
+                events.append(StoredEvent.of(job_id, int(event_id), EventType(event_type), data, text_frame))
+            return events
 
         return await self.read(read)
 
+    # -- webhooks
+
+    async def due_callbacks(self, now: float, limit: int) -> list[Job]:
+        """Finished jobs whose webhook is due."""
+
+        def read(conn: Connection) -> list[Job]:
+            rows = conn.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE callback_state = 'pending' AND callback_due_at <= ? "
+                "ORDER BY callback_due_at LIMIT ?", (now, limit),
+            ).fetchall()
+            return [_job(r) for r in rows]
+
+        return await self.read(read)
+
+    async def record_callback(self, job_id: str, attempt: dict[str, Any], state: CallbackState,
+                              due_at: float | None) -> None:
+        """Keep one delivery attempt (the last MAX_CALLBACK_ATTEMPTS are kept) and what comes next."""
+
+        def write(tx: _Tx) -> None:
+            row = tx.conn.execute("SELECT callback_attempts FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return  # deleted meanwhile
+            attempts = orjson.loads(row[0]) if row[0] else []
+            attempts = [*attempts, attempt][-MAX_CALLBACK_ATTEMPTS:]
+            tx.update(job_id, callback_attempts=orjson.dumps(attempts).decode(), callback_state=state.value,
+                      callback_due_at=due_at)
+
+        await self.write(write)
+
     async def pages(self, job_id: str, with_text: bool = True) -> list[PageRow]:
-        def read(conn: sqlite3.Connection) -> list[PageRow]:
+        def read(conn: Connection) -> list[PageRow]:
             rows = conn.execute(
                 "SELECT number, chars, words, ms, method, error, " + ("text" if with_text else "''")
                 + " FROM pages WHERE job_id = ? ORDER BY number",
@@ -692,7 +922,7 @@ class Store:
         return await self.read(read)
 
     async def done_pages(self, job_id: str) -> set[int]:
-        def read(conn: sqlite3.Connection) -> set[int]:
+        def read(conn: Connection) -> set[int]:
             return {n for (n,) in conn.execute("SELECT number FROM pages WHERE job_id = ?", (job_id,))}
 
         return await self.read(read)
@@ -700,7 +930,7 @@ class Store:
     async def counts(self) -> tuple[int, str | None]:
         """(jobs queued, id of the running job or None)."""
 
-        def read(conn: sqlite3.Connection) -> tuple[int, str | None]:
+        def read(conn: Connection) -> tuple[int, str | None]:
             (queued,) = conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'").fetchone()
             running = conn.execute("SELECT id FROM jobs WHERE state = 'running' LIMIT 1").fetchone()
             return int(queued), None if running is None else running[0]
@@ -710,7 +940,7 @@ class Store:
     async def queue_order(self) -> list[tuple[str, str]]:
         """(id, owner) of the queued jobs, next to run first."""
 
-        def read(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+        def read(conn: Connection) -> list[tuple[str, str]]:
             return [(i, o) for i, o in conn.execute("SELECT id, owner FROM jobs WHERE state = 'queued' ORDER BY seq")]
 
         return await self.read(read)
@@ -731,7 +961,7 @@ class Store:
         return await self.write(write)
 
     async def spool_names(self) -> set[str]:
-        def read(conn: sqlite3.Connection) -> set[str]:
+        def read(conn: Connection) -> set[str]:
             return {n for (n,) in conn.execute("SELECT spool_name FROM jobs")}
 
         return await self.read(read)
@@ -752,7 +982,7 @@ def _earlier_submission(tx: _Tx, new: NewJob) -> tuple[Job, bool] | None:
 
 
 def _remove(tx: _Tx, job: Job) -> None:
-    for table, column in (("events", "job_id"), ("pages", "job_id"), ("jobs", "id")):
+    for table, column in (("events", "job_id"), ("pages", "job_id"), ("files", "name"), ("jobs", "id")):
         tx.conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (job.id,))
     tx.commit.removed[job.id] = job.owner
 
@@ -764,20 +994,47 @@ def _visible(job: Job | None, owner: str | None) -> Job | None:
     return job
 
 
-def _position(conn: sqlite3.Connection, job: Job) -> int | None:
+def _position(conn: Connection, job: Job) -> int | None:
     if job.state is not JobState.queued:
         return None
     (ahead,) = conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND seq < ?", (job.seq,)).fetchone()
     return int(ahead) + 1
 
 
-def _with_positions(conn: sqlite3.Connection, jobs: list[Job]) -> list[tuple[Job, int | None]]:
+def _with_positions(conn: Connection, jobs: list[Job]) -> list[tuple[Job, int | None]]:
     queued = [j for j in jobs if j.state is JobState.queued]
     if len(queued) <= 8:
         return [(j, _position(conn, j)) for j in jobs]
     # Many queued jobs: one pass over the queue's index beats a count per job.
     seqs = [s for (s,) in conn.execute("SELECT seq FROM jobs WHERE state = 'queued' ORDER BY seq")]
     return [(j, bisect.bisect_left(seqs, j.seq) + 1 if j.state is JobState.queued else None) for j in jobs]
+
+
+def _claim_next(tx: _Tx, max_attempts: int) -> Job | None:
+    while True:
+        row = tx.conn.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'running' ORDER BY seq LIMIT 1"
+        ).fetchone()
+        if row is None:
+            break
+        job = _job(row)
+        if job.attempts >= max_attempts:
+            _finish(tx, job, JobState.failed, ErrorCode.too_many_attempts,
+                    f"interrupted {job.attempts} times; the last run stopped at page {job.pages_done}")
+            continue
+        tx.append(job.id, EventType.retrying, {
+            "attempt": job.attempts,
+            "reason": {"code": ErrorCode.interrupted.value, "message": "the server restarted during the run"},
+            "pages_done": job.pages_done,
+        })
+        return _begin_run(tx, job)
+    row = tx.conn.execute(
+        f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT 1"
+    ).fetchone()
+    if row is None:
+        return None
+    tx.commit.queue_moved = True
+    return _begin_run(tx, _job(row))
 
 
 def _begin_run(tx: _Tx, job: Job) -> Job:
@@ -791,6 +1048,8 @@ def _begin_run(tx: _Tx, job: Job) -> Job:
 def _finish(tx: _Tx, job: Job, state: JobState, code: ErrorCode | None, message: str) -> Job:
     tx.update(job.id, state=state.value, finished_at=tx.now, cancel_requested=0,
               error_code=None if code is None else code.value, error_message=message if code else None)
+    if job.callback_url:  # the webhook is due now, in the same transaction: it cannot be forgotten
+        tx.update(job.id, callback_state=CallbackState.pending.value, callback_due_at=tx.now, callback_since=tx.now)
     payload: dict[str, Any] = {"pages_done": job.pages_done}
     if state is JobState.completed:
         payload["pages_total"] = job.pages_total or job.pages_done
@@ -802,10 +1061,3 @@ def _finish(tx: _Tx, job: Job, state: JobState, code: ErrorCode | None, message:
     fresh = tx.job(job.id)
     assert fresh is not None
     return fresh
-
-
-def _storage_error(exc: sqlite3.Error) -> ApiError:
-    text = str(exc).lower()
-    if "full" in text:
-        return InsufficientStorage("the disk is full; the write was not made")
-    return Unavailable(f"the store cannot be written: {exc}")

@@ -28,14 +28,13 @@ from .hub import Hub
 from .jobs import EventType, GlobalEventType, Job, rfc3339
 from .store import encode_frame
 
-_TERMINAL = frozenset(t.value for t in EventType if t.terminal)
 # How many events one read of the store replays at most; a longer replay takes several reads.
 REPLAY_BATCH = 5000
 # Finished jobs the global stream's sync frame carries besides every unfinished one.
 SYNC_RECENT = 1000
 
 
-def event_stream_response(hub: Hub, caller: str, frames: AsyncIterator[bytes]) -> EventSourceResponse:
+def event_stream_response(hub: Hub, caller: str, kind: str, frames: AsyncIterator[bytes]) -> EventSourceResponse:
     """An SSE response for ``frames``, within the process's and the caller's stream limits."""
     settings = hub.settings
     if hub.streams >= settings.max_streams:
@@ -44,35 +43,43 @@ def event_stream_response(hub: Hub, caller: str, frames: AsyncIterator[bytes]) -
         raise CallerStreamLimit(f"you have {settings.max_streams_per_caller} streams open, the limit; "
                                 "close one or try again later")
     return EventSourceResponse(
-        _counted(hub, caller, frames),
+        _counted(hub, caller, kind, frames),
         ping=settings.heartbeat,
         send_timeout=settings.send_timeout,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _counted(hub: Hub, caller: str, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _counted(hub: Hub, caller: str, kind: str, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     # Counted inside the generator, so the count and its release run in the same frame (see
     # sse-starlette #156: a generator closed before its first step never runs its finally).
     hub.streams += 1
     hub.streams_by_caller[caller] += 1
+    hub.streams_by_kind[kind] += 1
     try:
         async for frame in frames:
             yield frame
     finally:
         hub.streams -= 1
+        hub.streams_by_kind[kind] -= 1
         hub.streams_by_caller[caller] -= 1
         if hub.streams_by_caller[caller] <= 0:
             del hub.streams_by_caller[caller]
 
 
+# Sent as a stream closes for its age: come back at once (and jittered), not after the usual retry.
+_RECONNECT_SOON = b"retry: %d\n\n"
+
+
 async def _wait(waiter: asyncio.Future[None], deadline: float) -> bool:
-    """Wait for the wake-up ``waiter`` (shared by many streams, so never cancelled here) until the
-    stream's deadline; False once the stream is old enough to be closed."""
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
+    """Wait for the next wake-up; False once the stream is old enough to be closed.
+
+    The waiter is shared by every stream of the channel: shielded, so that a stream cancelled
+    by its client's disconnect does not cancel it for the others. No timer per wait: the hub
+    wakes every stream every AGE_TICK seconds, which is when the age is looked at."""
+    if time.monotonic() >= deadline:
         return False
-    await asyncio.wait((waiter,), timeout=remaining)
+    await asyncio.shield(waiter)
     return True
 
 
@@ -94,7 +101,7 @@ def _now() -> str:
 async def job_events(hub: Hub, job: Job, position: int | None, after: int, text: bool) -> AsyncIterator[bytes]:
     """The frames of one job's stream; ``job`` was read (and checked visible) by the caller."""
     store = hub.store
-    with hub.subscribe(job.id) as channel:
+    with hub.subscribe(job.id, text) as channel:
         yield _retry_frame(hub) + _snapshot(job, position)
         cursor = after
         sent_position = position
@@ -103,31 +110,32 @@ async def job_events(hub: Hub, job: Job, position: int | None, after: int, text:
             waiter = channel.waiter()
             frames: list[bytes] = []
             ended = False
-            ring = channel.events_after(cursor)
-            if ring is None:
-                rows = await store.events_after(job.id, cursor, REPLAY_BATCH, text)
-                for event_id, event_type, data in rows:
-                    frames.append(encode_frame(event_id, event_type, data))
-                    cursor = event_id
-                    if event_type in _TERMINAL:
-                        ended = True
-                        break
-                if len(rows) == REPLAY_BATCH and not ended:
-                    yield b"".join(frames)
-                    continue
-            else:
-                for event in ring:
-                    frames.append(event.text_frame if text and event.text_frame is not None else event.frame)
-                    cursor = event.id
-                    if event.terminal:
-                        ended = True
-                        break
+            events = channel.events_after(cursor)
+            if text and events and any(e.text_frame is None and e.type is EventType.page for e in events):
+                events = None  # written before any ?text=1 stream watched: the store puts the text back
+            from_store = events is None
+            if events is None:  # behind the ring (or it is empty): the store has everything
+                events = await store.events_after(job.id, cursor, REPLAY_BATCH, text)
+            for event in events:
+                frames.append(event.text_frame if text and event.text_frame is not None else event.frame)
+                cursor = event.id
+                if event.terminal:
+                    ended = True
+                    break
+            if from_store and len(events) == REPLAY_BATCH and not ended:
+                hub.delivered["job"] += len(frames)
+                yield b"".join(frames)
+                continue
             if not ended and channel.position_frame is not None and channel.position != sent_position:
                 sent_position = channel.position
                 frames.append(channel.position_frame)
             if frames:
+                hub.delivered["job"] += len(frames)
                 yield b"".join(frames)
-            if ended or channel.removed or hub.closing or not await _wait(waiter, deadline):
+            if ended or channel.removed or hub.closing:
+                return
+            if not await _wait(waiter, deadline):
+                yield _RECONNECT_SOON % random.randint(50, 500)
                 return
 
 
@@ -150,6 +158,10 @@ async def global_events(hub: Hub, scope: str | None) -> AsyncIterator[bytes]:
             first = False
         elif frames:
             version = frames[-1][0]
+            hub.delivered["global"] += len(frames)
             yield b"".join(f.encoded(scope) for _, f in frames)
-        if hub.closing or not await _wait(waiter, deadline):
+        if hub.closing:
+            return
+        if not await _wait(waiter, deadline):
+            yield _RECONNECT_SOON % random.randint(50, 500)
             return

@@ -18,14 +18,18 @@ import logging
 import struct
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
 
+from .database import Lease
 from .errors import InsufficientStorage, Unavailable
 from .jobs import ErrorCode, Job, JobState, parse_pages
+from .metrics import Metrics
 from .settings import Settings
-from .store import PageRow, Store
+from .store import Commit, PageRow, Store
+from .webhooks import Deliverer
 
 log = logging.getLogger("pagestream.worker")
 
@@ -34,6 +38,9 @@ _HEADER = struct.Struct(">I")
 _CANCEL = {"t": "_cancel"}
 _SHUTDOWN = {"t": "_shutdown"}
 _EOF = {"t": "_eof"}
+_LEASE_LOST = {"t": "_lease_lost"}
+# Seconds between looks at the worker's lease (taking it as a standby; checking it as the worker).
+LEASE_POLL = 1.0
 # Seconds to wait before trying again when the store cannot be written.
 STORAGE_BACKOFF = 2.0
 
@@ -118,6 +125,10 @@ class Child:
         await self.kill()
 
 
+class _LeaseLost(Exception):
+    """Another process may be the worker now: drop the job without writing anything more."""
+
+
 class _RunEnded(Exception):
     """The child died during a run: the run may be retried."""
 
@@ -129,14 +140,19 @@ class _RunEnded(Exception):
 class Worker:
     """The single consumer. ``start()`` it once; ``stop()`` lets the current page finish and persists."""
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, metrics: Metrics | None = None) -> None:
         self.store = store
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.current: str | None = None
         self._wake = asyncio.Event()
         self._stopping = False
         self._child: Child | None = None
         self._task: asyncio.Task[None] | None = None
+        self._lease = Lease(store.db)
+        self._leased = False
+        self._claimed: Job | None = None  # the next job, claimed as the last one finished
+        self.deliverer = Deliverer(store, settings, self.metrics)
         # The fields of extraction.Limits; the server never imports the parsers themselves.
         self._limits = {
             "text_page_chars": settings.text_page_chars,
@@ -151,12 +167,25 @@ class Worker:
         self._task = asyncio.create_task(self._run(), name="pagestream-worker")
 
     def wake(self) -> None:
-        """A job was queued: look at the queue now rather than at the next poll."""
+        """A job was queued (or ended): look at the queue and the webhooks now, not at the next poll."""
         self._wake.set()
+        self.deliverer.wake()
 
     def request_cancel(self, job_id: str) -> None:
         if self.current == job_id and self._child is not None:
             self._child.inbox.put_nowait(_CANCEL)
+
+    def foreign(self, commit: Commit | None) -> None:
+        """Another process committed (shared stores): maybe a job was queued, or ours cancelled."""
+        self.wake()
+        current = self.current
+        if current is not None and (commit is None or current in commit.touched):
+            asyncio.get_running_loop().create_task(self._check_cancel(current))
+
+    async def _check_cancel(self, job_id: str) -> None:
+        found = await self.store.get(job_id)
+        if found is not None and found[0].cancel_requested:
+            self.request_cancel(job_id)
 
     async def stop(self) -> None:
         """Stop taking jobs; the running job stops at its next page boundary and is put back
@@ -170,19 +199,60 @@ class Worker:
         if self._child is not None:
             await self._child.close()
             self._child = None
+        await asyncio.to_thread(self._lease.release)
 
     # -- the loop
 
     async def _run(self) -> None:
+        """Wait for the lease (another process may be the worker now), then consume the queue while
+        it is held; when it is lost, stop at once and wait for it again."""
+        announced = False
+        while not self._stopping:
+            try:
+                self._leased = await asyncio.to_thread(self._lease.try_acquire)
+            except Exception as exc:
+                log.warning("cannot reach the store to take the worker's lease (%s); trying again", exc)
+                self._leased = False
+            if not self._leased:
+                if not announced:
+                    log.info("another worker holds the lease; this one waits as a standby")
+                    announced = True
+                await asyncio.sleep(LEASE_POLL)
+                continue
+            log.info("this process is the worker now")
+            announced = False
+            watchdog = asyncio.create_task(self._watch_lease())
+            self.deliverer.start()  # webhooks go out beside the queue, never in its way
+            try:
+                await self._consume()
+            finally:
+                watchdog.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watchdog
+                await self.deliverer.stop()
+            if not self._leased:
+                log.error("lost the worker's lease; the running job stays with the store for the next worker")
+
+    async def _watch_lease(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_POLL)
+            if not await asyncio.to_thread(self._lease.held):
+                self._leased = False
+                self._wake.set()
+                if self._child is not None:
+                    self._child.inbox.put_nowait(_LEASE_LOST)
+                return
+
+    async def _consume(self) -> None:
         # Start the child before the first job arrives: its start-up is not the first job's wait.
         try:
             await self._child_ready()
         except OSError:
             log.exception("could not start the extraction child")
-        while not self._stopping:
+        while not self._stopping and self._leased:
             self._wake.clear()
             try:
-                job = await self.store.claim_next(self.settings.max_attempts)
+                job, self._claimed = self._claimed or await self.store.claim_next(self.settings.max_attempts), None
             except Exception:
                 log.exception("could not claim the next job")
                 await asyncio.sleep(1.0)
@@ -193,21 +263,32 @@ class Worker:
                     await asyncio.wait_for(self._wake.wait(), 1.0)
                 continue
             self.current = job.id
+            log.info("job %s running, attempt %d", job.id, job.attempts,
+                     extra={"job_id": job.id, "state": "running", "attempt": job.attempts})
             try:
                 await self._run_job(job)
+            except _LeaseLost:
+                await self._discard_child("lease lost")
+                return
             except (InsufficientStorage, Unavailable) as exc:
                 # The store cannot be written (disk full, read-only): nothing of this run after the
                 # last commit was kept. Leave the job running; once writes work again, claim_next
                 # takes it up from its next unfinished page.
                 log.error("job %s: %s; retrying in %g s", job.id, exc.message, STORAGE_BACKOFF)
-                await self._discard_child()
+                await self._discard_child("store unwritable")
                 await asyncio.sleep(STORAGE_BACKOFF)
             except Exception:
                 log.exception("job %s: the worker failed", job.id)
                 with contextlib.suppress(Exception):
-                    await self.store.finish(job.id, JobState.failed, ErrorCode.internal, "the worker failed")
+                    await self._finish(job.id, JobState.failed, ErrorCode.internal, "the worker failed")
             finally:
                 self.current = None
+                self.deliverer.wake()
+        if self._claimed is not None and self._leased:
+            # Claimed as the last job ended, never started: back to the head of the queue.
+            with contextlib.suppress(Exception):
+                await self.store.requeue(self._claimed.id)
+            self._claimed = None
 
     async def _child_ready(self) -> Child:
         if self._child is None or not self._child.alive:
@@ -216,18 +297,46 @@ class Worker:
             self._child = await Child.spawn(self.settings.child_memory_mb)
         return self._child
 
-    async def _discard_child(self) -> None:
+    async def _discard_child(self, cause: str) -> None:
+        """Kill the child (it is replaced before the next run); ``cause`` labels the metric and the log."""
         if self._child is not None:
             await self._child.kill()
+            log.info("extraction child %d stopped: %s", self._child.process.pid, cause,
+                     extra={"child_pid": self._child.process.pid, "cause": cause})
+            self.metrics.child_restarts.labels(cause).inc()
             self._child = None
+
+    async def _finish(self, job_id: str, state: JobState, code: ErrorCode | None = None, message: str = "") -> None:
+        if self._stopping or not self._leased:
+            job = await self.store.finish(job_id, state, code, message)
+        else:  # and take the next job in the same commit
+            job, self._claimed = await self.store.finish_and_claim(job_id, state, code, message,
+                                                                   self.settings.max_attempts)
+        log.info("job %s %s", job_id, state.value, extra={
+            "job_id": job_id, "state": state.value, "code": code.value if code else None,
+            "pages_done": job.pages_done, "attempts": job.attempts,
+        })
 
     async def _run_job(self, job: Job) -> None:
         path = self.settings.spool_dir / job.spool_name
         if job.cancel_requested:
-            await self.store.finish(job.id, JobState.cancelled)
+            await self._finish(job.id, JobState.cancelled)
             return
+        if self.store.shared:
+            # The upload may have reached another machine: the store keeps a copy for the worker.
+            self.settings.spool_dir.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                await self.store.fetch_file(job.spool_name, path)
+            try:
+                await self._run_job_file(job, path)
+            finally:
+                path.unlink(missing_ok=True)  # only a local copy
+            return
+        await self._run_job_file(job, path)
+
+    async def _run_job_file(self, job: Job, path: Path) -> None:
         if not path.exists():
-            await self.store.finish(job.id, JobState.failed, ErrorCode.file_missing,
+            await self._finish(job.id, JobState.failed, ErrorCode.file_missing,
                                     "the uploaded file is no longer in the spool")
             return
         deadline = time.monotonic() + self.settings.job_timeout
@@ -236,16 +345,16 @@ class Worker:
                 await self._one_run(job, str(path), deadline)
                 return
             except _RunEnded as ended:
-                await self._discard_child()
+                await self._discard_child("crashed")
                 log.warning("job %s: %s on attempt %d", job.id, ended.description, job.attempts)
                 if job.attempts >= self.settings.max_attempts:
-                    await self.store.finish(job.id, JobState.failed, ErrorCode.child_crashed,
+                    await self._finish(job.id, JobState.failed, ErrorCode.child_crashed,
                                             f"{ended.description}, {job.attempts} times")
                     return
                 job = await self.store.retrying(job.id, ErrorCode.child_crashed, ended.description)
 
     async def _one_run(self, job: Job, path: str, deadline: float) -> None:
-        done = await self.store.done_pages(job.id)
+        done = await self.store.done_pages(job.id) if job.pages_done else set()
         child = await self._child_ready()
         child.drain()  # nothing of an earlier job may leak into this one
         child.send({
@@ -259,20 +368,26 @@ class Worker:
         opened = False
         while True:
             now = time.monotonic()
-            timeout = min(settings.page_timeout, deadline - now)
-            if stop_deadline is not None:
-                timeout = min(timeout, stop_deadline - now)
+            # Which limit a silence would hit, decided before waiting (a timer may fire a hair early).
+            limit, timeout = "page", settings.page_timeout
+            if deadline - now <= timeout:
+                limit, timeout = "job", deadline - now
+            if stop_deadline is not None and stop_deadline - now <= timeout:
+                limit, timeout = "stop", stop_deadline - now
             first = await child.next(timeout)
             if first is None:
-                now = time.monotonic()
-                await self._discard_child()
-                if stop_deadline is not None and now >= stop_deadline:
+                if limit == "stop":
+                    await self._discard_child("did not stop in time")
                     await self._stopped(job, stop_reason)
-                elif now >= deadline:
-                    await self.store.finish(job.id, JobState.failed, ErrorCode.job_timeout,
+                elif limit == "job":
+                    await self._discard_child("job timeout")
+                    self.metrics.child_timeouts.labels("job").inc()
+                    await self._finish(job.id, JobState.failed, ErrorCode.job_timeout,
                                             f"the job ran longer than {settings.job_timeout:g} s")
                 else:
-                    await self.store.finish(job.id, JobState.failed, ErrorCode.page_timeout,
+                    await self._discard_child("page timeout")
+                    self.metrics.child_timeouts.labels("page").inc()
+                    await self._finish(job.id, JobState.failed, ErrorCode.page_timeout,
                                             f"a page took longer than {settings.page_timeout:g} s")
                 return
             # Everything the child has sent so far, handled in order; runs of pages are stored in one write.
@@ -292,20 +407,23 @@ class Worker:
                     opened = True
                     await self.store.start_run(job.id, message["pages_total"], message["resume_from"])
                 elif kind == "end":
-                    await self.store.finish(job.id, JobState.completed)
+                    await self._finish(job.id, JobState.completed)
                     return
                 elif kind == "fail":
                     code = ErrorCode(message["code"])
                     if code is ErrorCode.memory_limit:
-                        await self._discard_child()
-                    await self.store.finish(job.id, JobState.failed, code, message["message"])
+                        await self._discard_child("memory limit")
+                    await self._finish(job.id, JobState.failed, code, message["message"])
                     return
                 elif kind == "stopped":
                     await self._stopped(job, stop_reason)
                     return
+                elif kind == "_lease_lost":
+                    await self._discard_child("lease lost")
+                    raise _LeaseLost()
                 elif kind == "_eof":
                     if stop_reason is not None:  # killed while stopping: that is a stop too
-                        await self._discard_child()
+                        await self._discard_child("died while stopping")
                         await self._stopped(job, stop_reason)
                         return
                     with contextlib.suppress(TimeoutError):  # let the exit status arrive, to say how it ended
@@ -320,4 +438,4 @@ class Worker:
         if reason is JobState.queued:
             await self.store.requeue(job.id)
         else:
-            await self.store.finish(job.id, JobState.cancelled)
+            await self._finish(job.id, JobState.cancelled)

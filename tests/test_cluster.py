@@ -1,0 +1,134 @@
+"""Several machines on one PostgreSQL: two API replicas, two workers (one active, one standby).
+
+Global FIFO across replicas; the active worker killed mid-job and the standby finishing it from
+the next page; a client switching replicas with Last-Event-ID and missing nothing; the
+PostgreSQL server itself restarted mid-job.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .docs import make_pdf
+from .pg import Cluster
+from .server import Event, Server, collect_events, read_events, wait_for_state
+
+SLOW = {"PAGESTREAM_FAULT_PAGE_DELAY": "0.1"}
+
+
+@pytest.fixture
+def cluster(postgres: Cluster, tmp_path: Path) -> Any:
+    """Two API processes (--no-worker) and two workers on a fresh database."""
+    db = postgres.new_database()
+    apis = [Server(tmp_path / f"api{i}", settings={"db": db}, args=["--no-worker"]) for i in (1, 2)]
+    workers = [Server(tmp_path / f"worker{i}", settings={"db": db}, env=SLOW, command="worker") for i in (1, 2)]
+    try:
+        for process in (*apis, *workers):
+            process.data_dir.mkdir()
+            process.start()
+        yield apis, workers
+    finally:
+        for process in (*apis, *workers):
+            process.kill()
+
+
+def active(workers: list[Server]) -> Server:
+    for worker in workers:
+        if worker.process is not None and "is the worker now" in worker.log():
+            return worker
+    raise AssertionError("no worker holds the lease")
+
+
+def submit(api: Server, pages: list[str]) -> dict[str, Any]:
+    with api.client() as client:
+        response = client.post("/api/v1/jobs", content=make_pdf(pages))
+        assert response.status_code == 202, response.text
+        job: dict[str, Any] = response.json()
+        return job
+
+
+def test_jobs_from_both_replicas_run_one_at_a_time_in_global_submission_order(cluster: Any) -> None:
+    apis, workers = cluster
+    jobs = [submit(apis[i % 2], [f"job {i} page {p}" for p in range(3)]) for i in range(6)]
+    with apis[0].client() as client:
+        finished = [wait_for_state(client, job["id"], {"completed"}) for job in jobs]
+    assert [j["seq"] for j in finished] == sorted(j["seq"] for j in finished)
+    for before, after in zip(finished, finished[1:]):
+        assert before["finished_at"] <= after["started_at"]
+    # Either replica sees every job.
+    with apis[1].client() as client:
+        listed = {j["id"] for j in client.get("/api/v1/jobs", params={"limit": 50}).json()["jobs"]}
+    assert {j["id"] for j in jobs} <= listed
+    # Exactly one worker worked.
+    assert sum("is the worker now" in w.log() for w in workers) == 1
+
+
+def test_the_standby_finishes_a_job_whose_worker_was_killed_and_a_client_switching_replicas_misses_nothing(
+        cluster: Any) -> None:
+    apis, workers = cluster
+    pages = [f"failover page {i}" for i in range(1, 41)]
+    job = submit(apis[0], pages)
+    seen: list[Event] = []
+
+    reader = threading.Thread(target=collect_events, args=(apis[0].url, job["id"], None, seen))
+    reader.start()
+    with apis[1].client() as client:
+        deadline = time.monotonic() + 30
+        while client.get(f"/api/v1/jobs/{job['id']}").json()["pages_done"] < 10:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        first = active(workers)
+        first.kill()  # the active worker dies mid-job
+        apis[0].kill()  # and the replica the client streams through
+        reader.join(10)
+        last = max(e.id for e in seen if e.id is not None)
+        collect_events(apis[1].url, job["id"], last, seen)  # the client resumes on the other replica
+        done = wait_for_state(client, job["id"], {"completed"}, timeout=60)
+        result = client.get(f"/api/v1/jobs/{job['id']}/result").json()
+    standby = next(w for w in workers if w is not first)
+    assert "is the worker now" in standby.log()
+    ids = [e.id for e in seen if e.id is not None]
+    assert ids == list(range(1, done["last_event_id"] + 1))  # every event once, across two replicas
+    assert [p["number"] for p in result["pages"]] == list(range(1, 41))
+    assert [p["text"].strip() for p in result["pages"]] == pages
+    kinds = [e.type for e in seen if e.id is not None]
+    assert kinds.count("retrying") == 1 and kinds[-1] == "completed"
+    second_start = [e.data for e in seen if e.type == "started"][-1]
+    assert second_start["resume_from"] > 10  # taken up from the next unfinished page
+
+
+def test_postgresql_restarted_mid_job_the_processes_reconnect_and_nothing_is_lost(postgres: Cluster,
+                                                                                  cluster: Any) -> None:
+    apis, _ = cluster
+    job = submit(apis[0], [f"restart page {i}" for i in range(1, 31)])
+    with apis[0].client() as client:
+        deadline = time.monotonic() + 30
+        while client.get(f"/api/v1/jobs/{job['id']}").json()["pages_done"] < 5:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    postgres.restart()
+    with apis[1].client() as client:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                state = client.get(f"/api/v1/jobs/{job['id']}")
+                if state.status_code == 200 and state.json()["state"] in ("completed", "failed"):
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the job did not finish after PostgreSQL came back"
+            time.sleep(0.2)
+        assert state.json()["state"] == "completed", state.json()
+        result = client.get(f"/api/v1/jobs/{job['id']}/result").json()
+        with client.stream("GET", f"/api/v1/jobs/{job['id']}/events") as response:
+            ids = [e.id for e in read_events(response) if e.id is not None]
+    assert [p["number"] for p in result["pages"]] == list(range(1, 31))
+    assert ids == list(range(1, len(ids) + 1))
+    # And the replica keeps serving after the restart.
+    assert submit(apis[1], ["after the restart"])["state"] in ("queued", "running")

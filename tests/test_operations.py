@@ -1,0 +1,126 @@
+"""Operating it: /metrics moves as jobs run, logs are JSON lines without secrets or document text."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+from .docs import make_pdf
+from .server import Server, read_events, wait_for_state
+
+ADMIN, USER = "admin-key-operations-0001", "user-key-operations-00001"
+
+
+def scrape(server: Server, **headers: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with server.client(headers=headers) as client:
+        response = client.get("/metrics")
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("text/plain")
+    figures = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            figures[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return figures
+
+
+def value(figures: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return figures.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_move_as_jobs_run(make_server: type[Server], tmp_path: Path) -> None:
+    marker = tmp_path / "crash-once"
+    marker.touch()
+    server = make_server(env={"PAGESTREAM_FAULT_PAGE_DELAY": "0.05", "PAGESTREAM_FAULT_CRASH": f"{marker}:2"})
+    before = scrape(server)
+    assert value(before, "pagestream_jobs_submitted_total") == 0
+    with server.client() as client:
+        done = client.post("/api/v1/jobs", content=make_pdf(["a", "b", "c"])).json()
+        locked = client.post("/api/v1/jobs", content=make_pdf(["x"], user_password="pw")).json()
+        slow = client.post("/api/v1/jobs", content=make_pdf(["s"] * 40)).json()
+        queued = client.post("/api/v1/jobs", content=make_pdf(["q"])).json()
+        client.post(f"/api/v1/jobs/{queued['id']}/cancel")
+        during = scrape(server)
+        assert value(during, "pagestream_jobs_submitted_total") == 4
+        assert value(during, "pagestream_upload_bytes_total") > 0
+        # A stream is open while we look.
+        opened = threading.Event()
+
+        def watch() -> None:
+            with server.client() as own, own.stream("GET", f"/api/v1/jobs/{slow['id']}/events") as response:
+                for _ in read_events(response):
+                    opened.set()
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        assert opened.wait(10)
+        assert value(scrape(server), "pagestream_open_streams", kind="job") >= 1
+        for job in (done, locked, slow):
+            wait_for_state(client, job["id"], {"completed", "failed"})
+        watcher.join(30)
+    after = scrape(server)
+    assert value(after, "pagestream_jobs_completed_total") == 2
+    assert value(after, "pagestream_jobs_failed_total", code="password_required") == 1
+    assert value(after, "pagestream_jobs_cancelled_total") == 1
+    assert value(after, "pagestream_pages_processed_total") == 3 + 40
+    assert value(after, "pagestream_child_restarts_total", cause="crashed") == 1
+    assert value(after, "pagestream_job_duration_seconds_count") == 2
+    assert value(after, "pagestream_job_pages_per_second_count") == 2
+    assert value(after, "pagestream_events_delivered_total", kind="job") >= 40
+    assert value(after, "pagestream_open_streams", kind="job") == 0
+    assert value(after, "pagestream_queue_depth") == 0
+    assert value(after, "pagestream_http_requests_total", method="POST", route="/api/v1/jobs", status="202") == 4
+    assert value(after, "pagestream_http_request_duration_seconds_count", route="/api/v1/jobs/{job_id}") > 0
+    # Labels stay bounded: no job id anywhere in the metrics.
+    with server.client() as client:
+        text = client.get("/metrics").text
+    assert done["id"] not in text and slow["id"] not in text
+
+
+def test_timeouts_are_counted(make_server: type[Server]) -> None:
+    server = make_server(settings={"page_timeout": 0.3}, env={"PAGESTREAM_FAULT_PAGE_DELAY": "1"})
+    with server.client() as client:
+        job = client.post("/api/v1/jobs", content=make_pdf(["a"])).json()
+        wait_for_state(client, job["id"], {"failed"})
+    figures = scrape(server)
+    assert value(figures, "pagestream_child_timeouts_total", kind="page") == 1
+    assert value(figures, "pagestream_jobs_failed_total", code="page_timeout") == 1
+
+
+def test_metrics_are_protected_like_the_api(make_server: type[Server]) -> None:
+    server = make_server(settings={"api_keys": f"{ADMIN}:ops:admin,{USER}:someone"})
+    with server.client() as client:
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers={"Authorization": f"Bearer {USER}"}).status_code == 403
+    assert "pagestream_jobs_submitted_total" in str(scrape(server, Authorization=f"Bearer {ADMIN}"))
+
+
+def test_logs_are_json_lines_with_request_ids_and_never_a_key_or_document_text(make_server: type[Server]) -> None:
+    secret_text = "confidential-page-text-0123"
+    server = make_server(settings={"api_keys": f"{ADMIN}:ops:admin", "log_format": "json"})
+    with server.client(headers={"Authorization": f"Bearer {ADMIN}", "X-Request-ID": "trace-me-42"}) as client:
+        response = client.post("/api/v1/jobs", content=make_pdf([secret_text]))
+        assert response.headers["x-request-id"] == "trace-me-42"
+        job = response.json()
+        wait_for_state(client, job["id"], {"completed"})
+        client.get(f"/api/v1/jobs/{job['id']}/result")
+    with server.client() as client:
+        client.get("/api/v1/jobs", headers={"Authorization": "Bearer wrong-key-but-long-enough"})
+        generated = client.get("/healthz").headers["x-request-id"]
+    time.sleep(0.3)
+    lines = [line for line in server.log().splitlines() if line.startswith("{")]
+    entries = [orjson.loads(line) for line in lines]
+    text = server.log_path.read_text() if server.log_path else ""
+    assert ADMIN not in text and "wrong-key-but-long-enough" not in text
+    assert secret_text not in text
+    requests = [e for e in entries if e.get("logger") == "pagestream.http"]
+    submit = next(e for e in requests if e["route"] == "/api/v1/jobs" and e["method"] == "POST")
+    assert submit["request_id"] == "trace-me-42" and submit["status"] == 202 and submit["duration_ms"] >= 0
+    assert any(e["request_id"] == generated and e["route"] == "/healthz" for e in requests)
+    assert re.fullmatch(r"[0-9a-f]{16}", generated)
+    states = [e["state"] for e in entries if e.get("job_id") == job["id"] and "state" in e]
+    assert states == ["running", "completed"]
