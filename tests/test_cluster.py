@@ -132,3 +132,25 @@ def test_postgresql_restarted_mid_job_the_processes_reconnect_and_nothing_is_los
     assert ids == list(range(1, len(ids) + 1))
     # And the replica keeps serving after the restart.
     assert submit(apis[1], ["after the restart"])["state"] in ("queued", "running")
+
+
+def test_the_python_client_fails_over_between_replicas(cluster: Any) -> None:
+    from pagestream import Client, Reconnect
+
+    apis, _ = cluster
+    pages = [f"client failover page {i}" for i in range(1, 31)]
+    with Client([apis[0].url, apis[1].url], reconnect=Reconnect(initial=0.05, maximum=0.5)) as client:
+        job = client.submit(make_pdf(pages), filename="failover.pdf")
+        events = client.events(job["id"])
+        seen = []
+        for event in events:
+            seen.append(event)
+            if event["type"] == "page" and event["page"]["number"] == 8:
+                apis[0].kill()  # the replica the client talks to dies mid-stream
+        assert client.url == apis[1].url
+        # Plain requests go to the replica that is left.
+        assert client.get(job["id"])["state"] == "completed"
+        assert [p["number"] for p in client.result(job["id"])["pages"]] == list(range(1, 31))
+    numbers = [e["page"]["number"] for e in seen if e["type"] == "page"]
+    assert numbers == list(range(1, 31))
+    assert seen[-1]["type"] == "completed"

@@ -11,6 +11,7 @@ against its schema. Each event's ``type`` is a ``Literal``, so a type checker na
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Literal, TypeAlias, TypedDict
 
 #: The server a client talks to when given no URL and ``PAGESTREAM_URL`` is not set.
@@ -19,6 +20,38 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 URL_ENV = "PAGESTREAM_URL"
 #: The environment variable that holds the API key, for a server that has keys.
 API_KEY_ENV = "PAGESTREAM_API_KEY"
+
+
+class Servers:
+    """The servers a client may use (API replicas of one cluster), and which one it uses now.
+
+    ``failed(url)`` moves on to the next one: a client fails over when it cannot reach the one
+    it was using, and comes back round to it after the others.
+    """
+
+    def __init__(self, urls: list[str]) -> None:
+        self.urls = urls
+        self._index = 0
+
+    @property
+    def current(self) -> str:
+        return self.urls[self._index]
+
+    def failed(self, url: str) -> None:
+        if url == self.current and len(self.urls) > 1:
+            self._index = (self._index + 1) % len(self.urls)
+
+
+def resolve_urls(url: str | Sequence[str] | None) -> list[str]:
+    """One URL, several (a list, or comma-separated), else ``$PAGESTREAM_URL`` (which may list several)."""
+    if url is None or isinstance(url, str):
+        given = (url or os.environ.get(URL_ENV) or DEFAULT_URL).split(",")
+    else:
+        given = list(url)
+    urls = [resolve_url(u) for u in given if u.strip()]
+    if not urls:
+        raise ValueError("no server URL given")
+    return urls
 
 
 def resolve_url(url: str | None) -> str:

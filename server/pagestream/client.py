@@ -21,9 +21,10 @@ Plain requests are not retried: a failure raises :class:`ConnectionFailed` at on
 streams reconnect by themselves (see :class:`Reconnect`), unless nothing at the URL has
 ever answered the client.
 
-One URL for now. Every request is built against :attr:`_Requests.url` at the moment it is
-sent, and a stream builds a fresh request for each reconnection — the two places where a
-client given several servers would choose the next one.
+Several servers: give a list of URLs (API replicas of one cluster). Every request is built
+against the one in use at the moment it is sent; a request that cannot connect goes to the
+next server at once (a connection that was never made cannot have delivered anything), and a
+stream that loses its server reconnects to the next one, resuming with ``Last-Event-ID``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import builtins
 import contextlib
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, cast, overload
@@ -68,7 +69,8 @@ from ._client_models import (
     SnapshotEvent,
     StartedEvent,
     SyncFrame,
-    resolve_url,
+    Servers,
+    resolve_urls,
 )
 from ._client_streams import LOST, GlobalStream, JobStream, Reconnect, Stream, describe
 
@@ -91,12 +93,12 @@ Source = str | os.PathLike[str] | bytes
 class _Requests:
     """Every request of the API, built (not sent) for either kind of httpx client."""
 
-    def __init__(self, url: str, http: httpx.Client | httpx.AsyncClient) -> None:
-        self.url = url
+    def __init__(self, servers: Servers, http: httpx.Client | httpx.AsyncClient) -> None:
+        self.servers = servers
         self._http = http
 
     def _build(self, method: str, path: str, **kwargs: Any) -> httpx.Request:
-        return self._http.build_request(method, self.url + path, **kwargs)
+        return self._http.build_request(method, self.servers.current + path, **kwargs)
 
     def get(self, job_id: str) -> httpx.Request:
         return self._build("GET", f"{API}/jobs/{_segment(job_id)}")
@@ -169,6 +171,11 @@ def _checked(response: httpx.Response) -> httpx.Response:
     return response
 
 
+def _base(request: httpx.Request) -> str:
+    """The base URL (scheme, host, port) a request went to."""
+    return str(request.url.copy_with(path="/", query=None, fragment=None)).rstrip("/")
+
+
 def _request_failed(url: str, error: httpx.HTTPError) -> PagestreamError:
     if isinstance(error, httpx.TransportError):
         return ConnectionFailed(f"cannot reach {url}: {describe(error)}", url=url)
@@ -204,9 +211,9 @@ class EventStream(_StreamInfo[T], Iterator[T]):
     """An iterator over a stream's events that reconnects by itself; close it (or use ``with``)
     to drop the connection before the end."""
 
-    def __init__(self, http: httpx.Client, stream: Stream[T]) -> None:
+    def __init__(self, http: httpx.Client, stream: Stream[T], servers: Servers) -> None:
         self._stream = stream
-        self._items: Generator[T, None, None] = _drive(http, stream)
+        self._items: Generator[T, None, None] = _drive(http, stream, servers)
 
     def __iter__(self) -> EventStream[T]:
         return self
@@ -224,11 +231,12 @@ class EventStream(_StreamInfo[T], Iterator[T]):
         self.close()
 
 
-def _drive(http: httpx.Client, stream: Stream[T]) -> Generator[T, None, None]:
+def _drive(http: httpx.Client, stream: Stream[T], servers: Servers) -> Generator[T, None, None]:
     """The blocking I/O of a stream; every decision is ``stream``'s."""
     while not stream.ended:
+        request = stream.request()
         try:
-            response = http.send(stream.request(), stream=True)
+            response = http.send(request, stream=True)
             try:
                 if stream.needs_body(response):
                     response.read()
@@ -241,15 +249,16 @@ def _drive(http: httpx.Client, stream: Stream[T]) -> Generator[T, None, None]:
             finally:
                 response.close()
         except LOST as error:
+            servers.failed(_base(request))  # come back through the next server
             time.sleep(stream.lost(error))
 
 
 class AsyncEventStream(_StreamInfo[T], AsyncIterator[T]):
     """:class:`EventStream` for :class:`AsyncClient`: ``async for``, and ``async with`` to close it."""
 
-    def __init__(self, http: httpx.AsyncClient, stream: Stream[T]) -> None:
+    def __init__(self, http: httpx.AsyncClient, stream: Stream[T], servers: Servers) -> None:
         self._stream = stream
-        self._items: AsyncGenerator[T, None] = _adrive(http, stream)
+        self._items: AsyncGenerator[T, None] = _adrive(http, stream, servers)
 
     def __aiter__(self) -> AsyncEventStream[T]:
         return self
@@ -267,11 +276,12 @@ class AsyncEventStream(_StreamInfo[T], AsyncIterator[T]):
         await self.aclose()
 
 
-async def _adrive(http: httpx.AsyncClient, stream: Stream[T]) -> AsyncGenerator[T, None]:
+async def _adrive(http: httpx.AsyncClient, stream: Stream[T], servers: Servers) -> AsyncGenerator[T, None]:
     """The async I/O of a stream (asyncio or trio, through anyio); every decision is ``stream``'s."""
     while not stream.ended:
+        request = stream.request()
         try:
-            response = await http.send(stream.request(), stream=True)
+            response = await http.send(request, stream=True)
             try:
                 if stream.needs_body(response):
                     await response.aread()
@@ -285,6 +295,7 @@ async def _adrive(http: httpx.AsyncClient, stream: Stream[T]) -> AsyncGenerator[
             finally:
                 await response.aclose()
         except LOST as error:
+            servers.failed(_base(request))
             await anyio.sleep(stream.lost(error))
 
 
@@ -293,13 +304,14 @@ class _ClientBase:
 
     _api: _Requests
 
-    def __init__(self, url: str | None, reconnect: Reconnect) -> None:
-        #: The server's base URL, e.g. ``http://127.0.0.1:8000``.
-        self.url = resolve_url(url)
-        try:
-            httpx.URL(self.url)
-        except httpx.InvalidURL as error:
-            raise ValueError(f"{self.url!r} is not a URL: {error}") from None
+    def __init__(self, url: str | Sequence[str] | None, reconnect: Reconnect) -> None:
+        #: The servers' base URLs, e.g. ``http://127.0.0.1:8000``, and which one is in use.
+        self.servers = Servers(resolve_urls(url))
+        for each in self.servers.urls:
+            try:
+                httpx.URL(each)
+            except httpx.InvalidURL as error:
+                raise ValueError(f"{each!r} is not a URL: {error}") from None
         #: How event streams reconnect (see :class:`Reconnect`).
         self.reconnect = reconnect
         # Whether the server has answered this client yet: until it has, a stream's first
@@ -327,11 +339,29 @@ class _ClientBase:
     def _has_reached(self) -> bool:
         return self._reached
 
+    @property
+    def url(self) -> str:
+        """The base URL of the server in use now."""
+        return self.servers.current
+
+    def _next_server(self, request: httpx.Request, error: httpx.HTTPError) -> httpx.Request | None:
+        """The same request to the next server, if it never reached this one and can be sent again."""
+        failed = _base(request)
+        self.servers.failed(failed)
+        if (not isinstance(error, httpx.ConnectError) or self.servers.current == failed
+                or not isinstance(request.stream, httpx.ByteStream)):
+            return None
+        target = httpx.URL(self.servers.current)
+        request.url = request.url.copy_with(scheme=target.scheme, host=target.host, port=target.port)
+        request.headers["Host"] = target.netloc.decode()
+        return request
+
 
 class Client(_ClientBase):
     """A blocking client of a pagestream server.
 
-    ``url`` defaults to ``$PAGESTREAM_URL``, else ``http://127.0.0.1:8000``. ``api_key`` (default
+    ``url`` defaults to ``$PAGESTREAM_URL``, else ``http://127.0.0.1:8000``; a list of URLs (or
+    a comma-separated string) names several API replicas to fail over between. ``api_key`` (default
     ``$PAGESTREAM_API_KEY``) is sent as ``Authorization: Bearer …`` to a server that has keys. ``timeout`` bounds
     each request (connect, read, write), and each read of an event stream — keep it above the
     server's heartbeat interval (15 s by default). ``transport`` replaces httpx's (tests use
@@ -339,12 +369,12 @@ class Client(_ClientBase):
     Use it as a context manager, or call :meth:`close`.
     """
 
-    def __init__(self, url: str | None = None, *, api_key: str | None = None,
+    def __init__(self, url: str | Sequence[str] | None = None, *, api_key: str | None = None,
                  timeout: float | httpx.Timeout = 30.0, transport: httpx.BaseTransport | None = None,
                  reconnect: Reconnect = DEFAULT_RECONNECT, headers: dict[str, str] | None = None) -> None:
         super().__init__(url, reconnect)
         self._http = httpx.Client(transport=transport, **self._options(timeout, api_key, headers))
-        self._api = _Requests(self.url, self._http)
+        self._api = _Requests(self.servers, self._http)
 
     def __enter__(self) -> Client:
         return self
@@ -357,10 +387,15 @@ class Client(_ClientBase):
         self._http.close()
 
     def _call(self, request: httpx.Request) -> httpx.Response:
-        try:
-            response = self._http.send(request)
-        except httpx.HTTPError as error:
-            raise _request_failed(self.url, error) from error
+        for _ in self.servers.urls:
+            try:
+                response = self._http.send(request)
+                break
+            except httpx.HTTPError as error:
+                url, retry = _base(request), self._next_server(request, error)
+                if retry is None:
+                    raise _request_failed(url, error) from error
+                request = retry
         self._reached = True
         return _checked(response)
 
@@ -434,7 +469,7 @@ class Client(_ClientBase):
         server that is restarting.
         If ``after`` is already the last event of a finished job, there is nothing to hand out.
         """
-        return EventStream(self._http, self._job_stream(job_id, after, text))
+        return EventStream(self._http, self._job_stream(job_id, after, text), self.servers)
 
     def wait(self, job_id: str, timeout: float | None = None) -> Job:
         """Block until the job is finished (``completed``, ``failed`` or ``cancelled``) and return it;
@@ -443,7 +478,7 @@ class Client(_ClientBase):
         job = self.get(job_id)
         while job["state"] not in FINISHED_STATES:
             _check_deadline(deadline)
-            with EventStream(self._http, self._job_stream(job_id, job["last_event_id"], False, deadline)) as events:
+            with EventStream(self._http, self._job_stream(job_id, job["last_event_id"], False, deadline), self.servers) as events:
                 for _ in events:
                     pass
             job = self.get(job_id)
@@ -453,19 +488,19 @@ class Client(_ClientBase):
         """The global stream: a ``sync`` frame (every job), then ``jobs`` frames with the jobs that
         changed. It reconnects like :meth:`events`, and each reconnection starts with a fresh
         ``sync``: replace your state on ``sync``, update it on ``jobs``. It never ends by itself."""
-        return EventStream(self._http, self._global_stream())
+        return EventStream(self._http, self._global_stream(), self.servers)
 
 
 class AsyncClient(_ClientBase):
     """:class:`Client` for ``async`` code (asyncio or trio): the same methods, awaited; streams
     are ``async for``. Use it with ``async with``, or call :meth:`aclose`."""
 
-    def __init__(self, url: str | None = None, *, api_key: str | None = None,
+    def __init__(self, url: str | Sequence[str] | None = None, *, api_key: str | None = None,
                  timeout: float | httpx.Timeout = 30.0, transport: httpx.AsyncBaseTransport | None = None,
                  reconnect: Reconnect = DEFAULT_RECONNECT, headers: dict[str, str] | None = None) -> None:
         super().__init__(url, reconnect)
         self._http = httpx.AsyncClient(transport=transport, **self._options(timeout, api_key, headers))
-        self._api = _Requests(self.url, self._http)
+        self._api = _Requests(self.servers, self._http)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -479,10 +514,15 @@ class AsyncClient(_ClientBase):
         await self._http.aclose()
 
     async def _call(self, request: httpx.Request) -> httpx.Response:
-        try:
-            response = await self._http.send(request)
-        except httpx.HTTPError as error:
-            raise _request_failed(self.url, error) from error
+        for _ in self.servers.urls:
+            try:
+                response = await self._http.send(request)
+                break
+            except httpx.HTTPError as error:
+                url, retry = _base(request), self._next_server(request, error)
+                if retry is None:
+                    raise _request_failed(url, error) from error
+                request = retry
         self._reached = True
         return _checked(response)
 
@@ -535,7 +575,7 @@ class AsyncClient(_ClientBase):
 
     def events(self, job_id: str, after: int | None = None, text: bool = False) -> AsyncEventStream[Event]:
         """See :meth:`Client.events`; ``async with client.events(id) as events: async for event in events``."""
-        return AsyncEventStream(self._http, self._job_stream(job_id, after, text))
+        return AsyncEventStream(self._http, self._job_stream(job_id, after, text), self.servers)
 
     async def wait(self, job_id: str, timeout: float | None = None) -> Job:
         """See :meth:`Client.wait`."""
@@ -544,7 +584,7 @@ class AsyncClient(_ClientBase):
         while job["state"] not in FINISHED_STATES:
             _check_deadline(deadline)
             stream = self._job_stream(job_id, job["last_event_id"], False, deadline)
-            async with AsyncEventStream(self._http, stream) as events:
+            async with AsyncEventStream(self._http, stream, self.servers) as events:
                 async for _ in events:
                     pass
             job = await self.get(job_id)
@@ -552,7 +592,7 @@ class AsyncClient(_ClientBase):
 
     def watch_all(self) -> AsyncEventStream[GlobalFrame]:
         """See :meth:`Client.watch_all`."""
-        return AsyncEventStream(self._http, self._global_stream())
+        return AsyncEventStream(self._http, self._global_stream(), self.servers)
 
 
 def _check_deadline(deadline: float | None) -> None:
