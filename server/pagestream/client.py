@@ -66,10 +66,10 @@ from ._client_models import (
     ResultFormat,
     ResultPage,
     RetryingEvent,
+    Servers,
     SnapshotEvent,
     StartedEvent,
     SyncFrame,
-    Servers,
     resolve_urls,
 )
 from ._client_streams import LOST, GlobalStream, JobStream, Reconnect, Stream, describe
@@ -478,7 +478,8 @@ class Client(_ClientBase):
         job = self.get(job_id)
         while job["state"] not in FINISHED_STATES:
             _check_deadline(deadline)
-            with EventStream(self._http, self._job_stream(job_id, job["last_event_id"], False, deadline), self.servers) as events:
+            stream = self._job_stream(job_id, job["last_event_id"], False, deadline)
+            with EventStream(self._http, stream, self.servers) as events:
                 for _ in events:
                     pass
             job = self.get(job_id)
