@@ -110,6 +110,7 @@ def serve(args: argparse.Namespace, *, api: bool = True) -> int:
         app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on",
         loop="auto", http="auto", timeout_graceful_shutdown=int(settings.shutdown_grace) + 5, access_log=False,
         log_config=None,  # logs.configure() has set up the one format
+        proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     server = uvicorn.Server(config)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host

@@ -28,6 +28,8 @@ class Settings:
     db: str = _setting("", "Store URL: sqlite:///path/to.db. Empty means sqlite:///<data_dir>/pagestream.db.")
     host: str = _setting("127.0.0.1", "Address to listen on.")
     port: int = _setting(8000, "Port to listen on.")
+    forwarded_allow_ips: str = _setting("127.0.0.1,::1", "Proxies whose X-Forwarded-For and X-Forwarded-Proto are "
+                                                         "believed (comma separated; * for any).")
     api_keys: str = _setting("", "API keys as KEY:OWNER[:ROLE] items (role user or admin), comma separated. "
                                  "Empty, with no keys file, turns keys off.")
     api_keys_file: str = _setting("", "A file of API keys, one KEY:OWNER[:ROLE] a line (# starts a comment).")
