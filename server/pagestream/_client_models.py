@@ -77,6 +77,24 @@ FINISHED_STATES: frozenset[str] = frozenset({"completed", "failed", "cancelled"}
 TERMINAL_EVENTS: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 
 
+class CallbackAttempt(TypedDict):
+    """``shared_schemas/job.json`` ``callback.attempts[]``: one webhook delivery attempt."""
+
+    attempt: int
+    at: str
+    status: int | None
+    error: str | None
+    ms: float
+
+
+class Callback(TypedDict):
+    """``shared_schemas/job.json`` ``callback``: the job's webhook and every attempt to deliver it."""
+
+    url: str
+    state: Literal["waiting", "pending", "delivered", "failed"]
+    attempts: list[CallbackAttempt]
+
+
 class ErrorDetail(TypedDict):
     """``error.json#/$defs/detail``: a stable ``code`` (branch on it) and a human ``message``."""
 
@@ -125,6 +143,7 @@ class Job(TypedDict):
     duration_seconds: float | None
     error: ErrorDetail | None
     last_event_id: int
+    callback: Callback | None
     links: JobLinks
 
 

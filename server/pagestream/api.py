@@ -278,7 +278,7 @@ async def list_jobs(request: Request) -> Response:
     cursor = request.query_params.get("cursor")
     after_seq = None
     if cursor:
-        if not cursor.isdigit():
+        if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18:  # as the contract says
             raise BadRequest("cursor must be the value of an earlier page's next")
         after_seq = int(cursor)
     jobs, next_seq = await svc.store.list_jobs(states, order == "newest", limit, after_seq, _owner(request))
@@ -357,7 +357,7 @@ async def job_stream(request: Request) -> Response:
     raw_after = header if header is not None and header.strip() != "" else request.query_params.get("after", "0")
     try:
         after = int(raw_after)
-        if after < 0:
+        if not 0 <= after < 2**63:
             raise ValueError
     except ValueError:
         raise BadRequest(f"Last-Event-ID / after must be an event id (a whole number ≥ 0), not {raw_after!r}") from None
@@ -390,8 +390,6 @@ async def session_info(request: Request) -> Response:
 async def sign_in(request: Request) -> Response:
     """Trade an API key for an HttpOnly, SameSite=Strict session cookie."""
     svc = services(request)
-    if not svc.keys.enabled:
-        return json_response({"keys": False, "owner": None, "role": None})
     try:
         body = orjson.loads(await request.body())
         key = body["key"] if isinstance(body, dict) else None
@@ -399,6 +397,8 @@ async def sign_in(request: Request) -> Response:
         key = None
     if not isinstance(key, str):
         raise BadRequest('send {"key": "<your API key>"}')
+    if not svc.keys.enabled:
+        return json_response({"keys": False, "owner": None, "role": None})
     who = svc.keys.check(key)
     if who is None:
         raise Unauthorized("the API key is not valid")
@@ -450,26 +450,32 @@ async def openapi_document(request: Request) -> Response:
     return Response(request.app.state.openapi, media_type="application/json")
 
 
-def routes() -> list[Route]:
-    def api(path: str, handler: Callable[[Request], Awaitable[Response]], method: str) -> Route:
-        return Route(f"{API}{path}", authenticated(handler), methods=[method])
+Handler = Callable[[Request], Awaitable[Response]]
 
-    return [
-        api("/jobs", submit, "POST"),
-        api("/jobs", list_jobs, "GET"),
-        api("/jobs/{job_id}", get_job, "GET"),
-        api("/jobs/{job_id}", delete, "DELETE"),
-        api("/jobs/{job_id}/cancel", cancel, "POST"),
-        api("/jobs/{job_id}/retry", retry, "POST"),
-        api("/jobs/{job_id}/result", result, "GET"),
-        api("/jobs/{job_id}/events", job_stream, "GET"),
-        api("/events", global_stream, "GET"),
-        Route(f"{API}/session", session_info, methods=["GET"]),
-        Route(f"{API}/session", sign_in, methods=["POST"]),
-        Route(f"{API}/session", sign_out, methods=["DELETE"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/metrics", authenticated(metrics), methods=["GET"]),
-        Route("/schemas/{name:path}", schema_file, methods=["GET"]),
-        Route("/openapi.json", openapi_document, methods=["GET"]),
-    ]
+
+def _by_method(handlers: dict[str, Handler]) -> Handler:
+    async def dispatch(request: Request) -> Response:
+        return await handlers["GET" if request.method == "HEAD" else request.method](request)
+
+    return dispatch
+
+
+def routes() -> list[Route]:
+    """One route per path, with all its methods, so that a wrong method gets a 405 naming them."""
+    a = authenticated
+    table: dict[str, dict[str, Handler]] = {
+        f"{API}/jobs": {"GET": a(list_jobs), "POST": a(submit)},
+        f"{API}/jobs/{{job_id}}": {"GET": a(get_job), "DELETE": a(delete)},
+        f"{API}/jobs/{{job_id}}/cancel": {"POST": a(cancel)},
+        f"{API}/jobs/{{job_id}}/retry": {"POST": a(retry)},
+        f"{API}/jobs/{{job_id}}/result": {"GET": a(result)},
+        f"{API}/jobs/{{job_id}}/events": {"GET": a(job_stream)},
+        f"{API}/events": {"GET": a(global_stream)},
+        f"{API}/session": {"GET": session_info, "POST": sign_in, "DELETE": sign_out},
+        "/healthz": {"GET": healthz},
+        "/metrics": {"GET": a(metrics)},
+        "/schemas/{name:path}": {"GET": schema_file},
+        "/openapi.json": {"GET": openapi_document},
+    }
+    return [Route(path, _by_method(handlers), methods=list(handlers)) for path, handlers in table.items()]
 

@@ -11,7 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.routing import Mount
+from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -134,8 +134,9 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True, api
             await hub.close()
             await store.close()
 
-    mounts = [*routes(), Mount("/", StaticFiles(directory=web_dir(), html=True), name="web")] if api else \
-        [route for route in routes() if route.path in ("/healthz", "/metrics")]
+    # The UI answers GET and HEAD only, so that a wrong method on an API path is that route's 405.
+    ui = Route("/{path:path}", StaticFiles(directory=web_dir(), html=True), methods=["GET", "HEAD"])
+    mounts = [*routes(), ui] if api else [route for route in routes() if route.path in ("/healthz", "/metrics")]
     app = Starlette(
         routes=mounts,
         middleware=[Middleware(RequestLog, metrics=metrics), Middleware(SecurityHeaders)],

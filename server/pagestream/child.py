@@ -115,6 +115,10 @@ def _run(command: dict[str, Any], stdin: BinaryIO, out: BinaryIO) -> None:
                     return
                 _inject_faults(number)
                 page = document.extract(number)
+                if page.chars > limits.max_page_chars:  # the server never handles a page bigger than this
+                    page.text = page.text[: limits.max_page_chars]
+                    page.chars, page.words = len(page.text), len(page.text.split())
+                    page.error = f"the page's text was cut at {limits.max_page_chars} characters"
                 write_message(out, {
                     "t": "page", "number": page.number, "chars": page.chars, "words": page.words, "ms": page.ms,
                     "method": page.method, "error": page.error, "text": page.text,

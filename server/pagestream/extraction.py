@@ -90,6 +90,8 @@ class Limits:
     epub_max_entries: int = 10000
     #: Most pages a document may have.
     max_pages: int = 20000
+    #: Most characters of one page's text (the child cuts a page there and says so on the page).
+    max_page_chars: int = 2_000_000
 
     def __post_init__(self) -> None:
         if self.text_page_chars < 1:
@@ -164,8 +166,8 @@ class _BaseDocument:
         started = time.perf_counter()
         try:
             text = self._text(number)
-        except ExtractionError:
-            raise
+        except (ExtractionError, MemoryError):
+            raise  # a hostile archive, or a heap in any state: the whole document fails, not the page
         except _PageError as exc:
             return self._result(number, "", started, str(exc))
         except Exception as exc:  # noqa: BLE001  # any parser failure on one page must not stop the others

@@ -185,6 +185,8 @@ def parse_pages(spec: str) -> list[tuple[int, int]]:
         start, end = int(lo), int(hi or lo)
         if end < start:
             raise ValueError(f"page range {part.strip()!r} runs backwards")
+        if end >= 2**31:
+            raise ValueError(f"page {end} is past any document's last page")
         ranges.append((start, end))
     return ranges
 

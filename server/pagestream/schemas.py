@@ -531,7 +531,7 @@ def openapi(contract: Contract, version: str) -> dict[str, Any]:
                         "in": "query",
                         "required": False,
                         "description": "The `next` of the previous page.",
-                        "schema": {"type": "string"},
+                        "schema": {"type": "string", "pattern": "^[0-9]{0,18}$"},
                     },
                 ],
                 "responses": {

@@ -47,6 +47,8 @@ class Settings:
     max_attempts: int = _setting(3, "Runs of a job interrupted by a crash or restart before it fails.")
     cancel_grace: float = _setting(2.0, "Seconds a cancelled job's child may take to reach a page boundary.")
     text_page_chars: int = _setting(4000, "Characters per page for plain text and Markdown without form feeds.")
+    max_page_chars: int = _setting(2_000_000, "Most characters of one page's text; a longer page is cut there, "
+                                              "with a page error saying so.")
     epub_max_uncompressed_mb: int = _setting(512, "Largest total uncompressed size of an EPUB, in MiB.")
     epub_max_entries: int = _setting(10000, "Most entries an EPUB archive may have.")
     heartbeat: float = _setting(15.0, "Seconds between SSE heartbeat comments on an idle stream.")

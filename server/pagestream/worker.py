@@ -159,6 +159,7 @@ class Worker:
             "epub_max_uncompressed_bytes": settings.epub_max_uncompressed_mb * 1024 * 1024,
             "epub_max_entries": settings.epub_max_entries,
             "max_pages": settings.max_pages,
+            "max_page_chars": settings.max_page_chars,
         }
 
     # -- control from the HTTP layer
