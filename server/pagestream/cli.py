@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__
 from .settings import Settings, settings_table
@@ -91,6 +91,21 @@ def _settings(args: argparse.Namespace) -> Settings | None:
     return settings
 
 
+def _stopping_server(config: Any) -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # uvicorn waits for open connections before it shuts the app down; streams never end
+            # by themselves, so end them now (this runs in the loop's thread).
+            services = getattr(config.app.state, "services", None)
+            if services is not None:
+                asyncio.get_event_loop().call_soon_threadsafe(services.hub.stop_streams)
+            super().handle_exit(sig, frame)
+
+    return Server(config)
+
+
 def serve(args: argparse.Namespace, *, api: bool = True) -> int:
     """``serve`` (API, UI and worker), ``serve --no-worker`` (API replicas), ``worker`` (the consumer only)."""
     import uvicorn
@@ -112,7 +127,7 @@ def serve(args: argparse.Namespace, *, api: bool = True) -> int:
         log_config=None,  # logs.configure() has set up the one format
         proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips,
     )
-    server = uvicorn.Server(config)
+    server = _stopping_server(config)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     what = "serving" if api else "worker, health and metrics on"
     print(f"pagestream {__version__} {what} http://{host}:{settings.port}/  (store: {redacted(settings.store_url)})",

@@ -29,13 +29,16 @@ import itertools
 import logging
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from .jobs import EventType, GlobalEventType, rfc3339
 from .settings import Settings
 from .store import Commit, Store, StoredEvent, encode_frame
+
+if TYPE_CHECKING:
+    from .streams import EventStream
 
 log = logging.getLogger("pagestream.hub")
 
@@ -158,6 +161,7 @@ class Hub:
         #: For the metrics: open streams and events written, by kind of stream ("job", "global").
         self.streams_by_kind: collections.Counter[str] = collections.Counter()
         self.delivered: collections.Counter[str] = collections.Counter()
+        self.open_streams: set[EventStream] = set()
         self.closing = False
         self._loop = asyncio.get_running_loop()
         # The global stream: a short log of frames, each with a version.
@@ -176,19 +180,47 @@ class Hub:
         self._aging = asyncio.create_task(self._tick_ages(), name="pagestream-stream-ages")
 
     async def _tick_ages(self) -> None:
-        # One timer for all streams, instead of one per stream per wait.
+        # One timer for all streams, instead of one per stream per wait: every stream wakes to look
+        # at its age and heartbeat, and a write stuck on a client that stopped reading is cut.
+        interval = min(AGE_TICK, self.settings.heartbeat)
         while True:
-            await asyncio.sleep(AGE_TICK)
+            await asyncio.sleep(interval)
             for channel in list(self.channels.values()):
                 channel.wake(now=True)
             self._wake_global()
+            stuck = time.monotonic() - self.settings.send_timeout
+            for stream in list(self.open_streams):
+                if stream.sending_since is not None and stream.sending_since < stuck and stream.task:
+                    stream.timed_out = True
+                    stream.task.cancel()
 
-    async def close(self) -> None:
-        """Wake every stream with ``closing`` set, so each ends after what it has sent."""
+    def open_stream(self, stream: EventStream) -> None:
+        self.open_streams.add(stream)
+        self.streams += 1
+        self.streams_by_caller[stream.caller] += 1
+        self.streams_by_kind[stream.kind] += 1
+
+    def close_stream(self, stream: EventStream) -> None:
+        if stream not in self.open_streams:
+            return
+        self.open_streams.discard(stream)
+        self.streams -= 1
+        self.streams_by_kind[stream.kind] -= 1
+        self.streams_by_caller[stream.caller] -= 1
+        if self.streams_by_caller[stream.caller] <= 0:
+            del self.streams_by_caller[stream.caller]
+
+    def stop_streams(self) -> None:
+        """The server is stopping: every stream ends after what it has sent (uvicorn waits for
+        open connections before it runs the app's shutdown, so this comes from its exit signal)."""
         self.closing = True
         for channel in self.channels.values():
             channel.wake(now=True)
         self._wake_global()
+
+    async def close(self) -> None:
+        """Wake every stream with ``closing`` set, so each ends after what it has sent."""
+        self.stop_streams()
         for task in (self._ticker, self._aging):
             if task is not None:
                 task.cancel()

@@ -21,7 +21,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from sse_starlette import EventSourceResponse
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from .errors import CallerStreamLimit, TooManyStreams
 from .hub import Hub
@@ -34,7 +35,7 @@ REPLAY_BATCH = 5000
 SYNC_RECENT = 1000
 
 
-def event_stream_response(hub: Hub, caller: str, kind: str, frames: AsyncIterator[bytes]) -> EventSourceResponse:
+def event_stream_response(hub: Hub, caller: str, kind: str, frames: AsyncIterator[bytes]) -> EventStream:
     """An SSE response for ``frames``, within the process's and the caller's stream limits."""
     settings = hub.settings
     if hub.streams >= settings.max_streams:
@@ -42,29 +43,76 @@ def event_stream_response(hub: Hub, caller: str, kind: str, frames: AsyncIterato
     if hub.streams_by_caller[caller] >= settings.max_streams_per_caller:
         raise CallerStreamLimit(f"you have {settings.max_streams_per_caller} streams open, the limit; "
                                 "close one or try again later")
-    return EventSourceResponse(
-        _counted(hub, caller, kind, frames),
-        ping=settings.heartbeat,
-        send_timeout=settings.send_timeout,
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return EventStream(hub, caller, kind, frames)
 
 
-async def _counted(hub: Hub, caller: str, kind: str, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    # Counted inside the generator, so the count and its release run in the same frame (see
-    # sse-starlette #156: a generator closed before its first step never runs its finally).
-    hub.streams += 1
-    hub.streams_by_caller[caller] += 1
-    hub.streams_by_kind[kind] += 1
-    try:
-        async for frame in frames:
-            yield frame
-    finally:
-        hub.streams -= 1
-        hub.streams_by_kind[kind] -= 1
-        hub.streams_by_caller[caller] -= 1
-        if hub.streams_by_caller[caller] <= 0:
-            del hub.streams_by_caller[caller]
+_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # nginx: pass every event on at once
+]
+_PING = b": ping\n\n"
+
+
+class EventStream(Response):
+    """The ASGI response of one event stream, kept lean because thousands may be open at once.
+
+    Each chunk the frame iterator yields is already-encoded SSE and goes to ``send`` as it is
+    (an empty chunk is a wake-up with nothing new: a heartbeat comment is written once the
+    stream has been quiet for ``heartbeat`` seconds). Besides the request's own task there is
+    one more, waiting on ``receive()`` for the client's disconnect, which cancels the stream;
+    the hub's periodic sweep cancels a stream whose write has waited longer than
+    ``send_timeout`` for a client that stopped reading, and ends every stream when the server
+    stops. (sse-starlette's response runs four tasks per stream and a cancel scope per write;
+    at thousands of watchers that was most of the memory and a tenth of the CPU.)
+    """
+
+    def __init__(self, hub: Hub, caller: str, kind: str, frames: AsyncIterator[bytes]) -> None:  # noqa: D107
+        # A Response only in type (handlers return one); nothing of Response.__init__ is needed.
+        self.hub, self.caller, self.kind, self.frames = hub, caller, kind, frames
+        self.task: asyncio.Task[Any] | None = None
+        #: When the write under way began (None between writes): for the send-timeout sweep.
+        self.sending_since: float | None = None
+        self.timed_out = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+        if scope["method"] == "HEAD":
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        hub, heartbeat = self.hub, self.hub.settings.heartbeat
+        self.task = task = asyncio.current_task()
+        assert task is not None
+        await receive()  # a GET's empty body; the next message can only be the disconnect
+        gone = asyncio.ensure_future(receive())
+
+        def left(_: object) -> None:
+            task.cancel()
+
+        gone.add_done_callback(left)
+        hub.open_stream(self)
+        last_write = time.monotonic()
+        try:
+            async for chunk in self.frames:
+                now = time.monotonic()
+                if not chunk:
+                    if now - last_write < heartbeat:
+                        continue
+                    chunk = _PING
+                self.sending_since = last_write = now
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                self.sending_since = None
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not (gone.done() or self.timed_out):
+                raise  # not ours: the server is going down
+            task.uncancel()  # the client left, or stopped reading: the stream just ends
+        finally:
+            gone.remove_done_callback(left)
+            if not gone.done():
+                gone.cancel()
+            hub.close_stream(self)
+            await self.frames.aclose()  # type: ignore[attr-defined]
 
 
 # Sent as a stream closes for its age: come back at once (and jittered), not after the usual retry.
@@ -129,9 +177,8 @@ async def job_events(hub: Hub, job: Job, position: int | None, after: int, text:
             if not ended and channel.position_frame is not None and channel.position != sent_position:
                 sent_position = channel.position
                 frames.append(channel.position_frame)
-            if frames:
-                hub.delivered["job"] += len(frames)
-                yield b"".join(frames)
+            hub.delivered["job"] += len(frames)
+            yield b"".join(frames)  # an empty chunk too: the writer decides on a heartbeat
             if ended or channel.removed or hub.closing:
                 return
             if not await _wait(waiter, deadline):
@@ -156,10 +203,11 @@ async def global_events(hub: Hub, scope: str | None) -> AsyncIterator[bytes]:
             frame = encode_frame(None, GlobalEventType.sync.value, orjson.dumps(body))
             yield (_retry_frame(hub) + frame) if first else frame
             first = False
-        elif frames:
-            version = frames[-1][0]
+        else:
+            if frames:
+                version = frames[-1][0]
             hub.delivered["global"] += len(frames)
-            yield b"".join(f.encoded(scope) for _, f in frames)
+            yield b"".join(f.encoded(scope) for _, f in frames)  # empty: a wake-up for the heartbeat
         if hub.closing:
             return
         if not await _wait(waiter, deadline):
