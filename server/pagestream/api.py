@@ -266,7 +266,7 @@ async def get_job(request: Request) -> Response:
 async def list_jobs(request: Request) -> Response:
     svc = services(request)
     states = []
-    for name in filter(None, request.query_params.get("state", "").split(",")):
+    for name in filter(None, request.query_params.get("state", "").split(",")):  # state= is no filter
         try:
             states.append(JobState(name.strip()))
         except ValueError:

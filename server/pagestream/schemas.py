@@ -644,7 +644,7 @@ def openapi(contract: Contract, version: str) -> dict[str, Any]:
                         "required": False,
                         "description": "Replay the events with an id above this (for a first connection, "
                         "which carries no Last-Event-ID).",
-                        "schema": {"type": "integer", "minimum": 0},
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 9223372036854775807},
                     },
                     {"name": "text", **_flag("1: page events carry the page's text.")},
                     {
@@ -652,7 +652,7 @@ def openapi(contract: Contract, version: str) -> dict[str, Any]:
                         "in": "header",
                         "required": False,
                         "description": "The id of the last event seen; sent by a browser on reconnect.",
-                        "schema": {"type": "integer", "minimum": 0},
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 9223372036854775807},
                     },
                 ],
                 "responses": {
