@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -155,24 +157,25 @@ class Event:
     id: int | None
 
 
-def read_events(response: httpx.Response, stop: Any = None) -> Iterator[Event]:
-    """Parse an SSE response into events (comments skipped), stopping when ``stop(event)`` is true."""
-    import orjson
+def sse_lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """Lines as an EventSource cuts them: at CRLF, LF or CR only (not at U+2028 and the other
+    line breaks Python's splitlines knows, which a page's text may hold)."""
+    pending = b""
+    for chunk in chunks:
+        *lines, pending = re.split(rb"\r\n|\n|\r", pending + chunk)
+        for line in lines:
+            yield line.decode()
 
-    from .contract import check_event
 
-    global_stream = response.request.url.path == "/api/v1/events"
+def sse_events(lines: Iterable[str]) -> Iterator[Event]:
+    """The events those lines dispatch (a blank line ends one; comments are skipped)."""
     fields: dict[str, str] = {}
     data_lines: list[str] = []
-    for line in response.iter_lines():
+    for line in lines:
         if line == "":
             if data_lines:
-                event = Event(fields.get("event", "message"), orjson.loads("\n".join(data_lines)),
-                              int(fields["id"]) if "id" in fields else None)
-                check_event(event.type, event.data, global_stream)
-                yield event
-                if stop is not None and stop(event):
-                    return
+                yield Event(fields.get("event", "message"), orjson.loads("\n".join(data_lines)),
+                            int(fields["id"]) if "id" in fields else None)
             fields, data_lines = {}, []
             continue
         if line.startswith(":"):
@@ -183,6 +186,19 @@ def read_events(response: httpx.Response, stop: Any = None) -> Iterator[Event]:
             data_lines.append(value)
         else:
             fields[name] = value
+
+
+def read_events(response: httpx.Response, stop: Any = None) -> Iterator[Event]:
+    """Parse an SSE response into events, each checked against the contract, stopping when
+    ``stop(event)`` is true."""
+    from .contract import check_event
+
+    global_stream = response.request.url.path == "/api/v1/events"
+    for event in sse_events(sse_lines(response.iter_bytes())):
+        check_event(event.type, event.data, global_stream)
+        yield event
+        if stop is not None and stop(event):
+            return
 
 
 def collect_events(url: str, job_id: str, last_event_id: int | None, seen: list[Event]) -> None:

@@ -47,7 +47,7 @@ from pagestream import __version__
 from pagestream.schemas import Contract, openapi
 
 from .docs import make_pdf
-from .server import Server, read_events, running_server, wait_for_state
+from .server import Server, read_events, running_server, sse_events, wait_for_state
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -197,26 +197,7 @@ def parse_dispatched(raw: bytes) -> list[tuple[int | None, str, dict[str, Any]]]
     complete = raw[: max(raw.rfind(b"\n"), raw.rfind(b"\r")) + 1]  # a line cut short is lost
     lines = re.split(r"\r\n|\n|\r", complete.decode("utf-8"))
     lines.pop()  # the "" after the last line end
-    events: list[tuple[int | None, str, dict[str, Any]]] = []
-    event_id: int | None = None
-    event_type, data = "", []
-    for line in lines:
-        if line == "":
-            if data:
-                events.append((event_id, event_type or "message", orjson.loads("\n".join(data))))
-            event_id, event_type, data = None, "", []
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if name == "data":
-            data.append(value)
-        elif name == "event":
-            event_type = value
-        elif name == "id":
-            event_id = int(value)
-    return events
+    return [(e.id, e.type, e.data) for e in sse_events(lines)]
 
 
 def connect(client: httpx.Client, job_id: str, last: int, mode: str, text: bool, cut_bytes: int | None,
