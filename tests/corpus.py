@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
 
+def unavailable(message: str) -> NoReturn:
+    """A test group cannot run here: in CI (``CI=true``) that is a failure, elsewhere a skip."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message}; CI must provide it")
+    pytest.skip(message)
+
+
 def require_corpus() -> Path:
-    """The corpus folder; fails the test in CI (``CI=true``) if it is missing, else skips it."""
+    """The corpus folder; fails the test in CI if it is missing, else skips it."""
     if CORPUS.is_dir():
         return CORPUS
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"the corpus is missing at {CORPUS}; CI must provide it")
-    pytest.skip(f"no corpus at {CORPUS}")
+    unavailable(f"the corpus is missing at {CORPUS}")
