@@ -128,3 +128,96 @@ def test_a_child_that_keeps_crashing_fails_the_job_after_max_attempts(make_serve
             time.sleep(0.01)
         assert state["state"] == "failed" and state["error"]["code"] == "child_crashed"
         assert state["pages_done"] == 1 and state["attempts"] == 2
+
+
+# The head start: as a job ends, the child is already given the head of the queue (looked up
+# while the job ran), before the job's end and the next claim are committed. The claim decides.
+
+
+def submit_together(client: httpx.Client, *bodies: bytes) -> list[dict[str, Any]]:
+    """Jobs queued in one request (one commit): the first one starts with the others already behind it."""
+    response = client.post("/api/v1/jobs", files=[("file", (f"{i}.pdf", b)) for i, b in enumerate(bodies)])
+    assert response.status_code == 202, response.text
+    jobs: list[dict[str, Any]] = response.json()["jobs"]
+    return jobs
+
+
+def dropped_head_starts(server: Server) -> list[str]:
+    """Jobs whose early run the worker stopped and dropped, from its log."""
+    return [line for line in server.log_path.read_text().splitlines() if "started early but not claimed" in line]
+
+
+@pytest.mark.parametrize("how", ["cancel", "cancel and delete"])
+def test_a_job_that_leaves_the_queue_after_the_head_start_was_planned_never_runs(
+        make_server: type[Server], store_kind: str, how: str) -> None:
+    server = make_server(env={"PAGESTREAM_FAULT_PAGE_DELAY": "0.2"})
+    with server.client() as client:
+        running, head = submit_together(client, make_pdf(["a1", "a2", "a3", "a4"]),
+                                        make_pdf([f"b{i}" for i in range(1, 6)]))
+        after = submit(client, make_pdf(["c1", "c2"]))
+        deadline = time.monotonic() + 20
+        while client.get(f"/api/v1/jobs/{running['id']}").json()["pages_done"] < 1:  # the head was looked up
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert client.post(f"/api/v1/jobs/{head['id']}/cancel").json()["state"] == "cancelled"
+        if how == "cancel and delete":  # its upload is gone too
+            assert client.delete(f"/api/v1/jobs/{head['id']}").status_code == 204
+        done = wait_for_state(client, after["id"], {"completed", "failed"})
+        assert done["state"] == "completed" and done["attempts"] == 1
+        result = client.get(f"/api/v1/jobs/{after['id']}/result").json()
+        assert [p["text"].strip() for p in result["pages"]] == ["c1", "c2"]
+        events = log_of(client, after["id"])
+        assert [d["page"]["number"] for _, t, d in events if t == "page"] == [1, 2]
+        assert wait_for_state(client, running["id"], {"completed"})["pages_done"] == 4
+        if how == "cancel":
+            assert [t for _, t, _ in log_of(client, head["id"])] == ["queued", "cancelled"]
+            assert client.get(f"/api/v1/jobs/{head['id']}/result").json()["pages"] == []
+        else:
+            assert client.get(f"/api/v1/jobs/{head['id']}").status_code == 404
+        # The child was stopped, not killed, and goes on with the next job.
+        metrics = client.get("/metrics").text
+        assert "pagestream_child_restarts_total{" not in metrics
+        last = submit(client, make_pdf(["d1"]))
+        assert wait_for_state(client, last["id"], {"completed"})["pages_done"] == 1
+    if store_kind == "sqlite":  # a shared store's worker fetches each upload first: no head start
+        assert len(dropped_head_starts(server)) == 1 and head["id"] in dropped_head_starts(server)[0]
+
+
+def test_a_head_start_dropped_when_the_queue_empties_leaves_the_child_clean(make_server: type[Server],
+                                                                          store_kind: str) -> None:
+    server = make_server(env={"PAGESTREAM_FAULT_PAGE_DELAY": "0.2"})
+    with server.client() as client:
+        running, head = submit_together(client, make_pdf(["a1", "a2", "a3"]), make_pdf([f"b{i}" for i in range(1, 9)]))
+        deadline = time.monotonic() + 20
+        while client.get(f"/api/v1/jobs/{running['id']}").json()["pages_done"] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        client.post(f"/api/v1/jobs/{head['id']}/cancel")
+        wait_for_state(client, running["id"], {"completed"})
+        time.sleep(0.5)  # the queue is empty: the early run is stopped while the worker waits
+        later = submit(client, make_pdf(["z1", "z2", "z3"]))
+        assert wait_for_state(client, later["id"], {"completed"})["pages_done"] == 3
+        result = client.get(f"/api/v1/jobs/{later['id']}/result").json()
+        assert [p["text"].strip() for p in result["pages"]] == ["z1", "z2", "z3"]
+        assert [t for _, t, _ in log_of(client, head["id"])] == ["queued", "cancelled"]
+    if store_kind == "sqlite":
+        assert len(dropped_head_starts(server)) == 1
+
+
+def test_a_child_that_crashes_in_a_head_started_job_resumes_it_at_the_next_page(make_server: type[Server],
+                                                                               tmp_path: Path) -> None:
+    marker = tmp_path / "crash-once"
+    marker.touch()
+    server = make_server(env={"PAGESTREAM_FAULT_CRASH": f"{marker}:3", "PAGESTREAM_FAULT_PAGE_DELAY": "0.05"})
+    with server.client() as client:
+        # Two one-page jobs first (they never reach page 3), then the one that crashes at its page 3.
+        first = [submit(client, make_pdf([f"one {i}"])) for i in range(2)]
+        crashing = submit(client, make_pdf([f"page {i}" for i in range(1, 7)]))
+        done = wait_for_state(client, crashing["id"], {"completed", "failed"})
+        assert done["state"] == "completed" and done["attempts"] == 2
+        events = log_of(client, crashing["id"])
+        assert [d["page"]["number"] for _, t, d in events if t == "page"] == list(range(1, 7))
+        assert [e[0] for e in events] == list(range(1, len(events) + 1))
+        result = client.get(f"/api/v1/jobs/{crashing['id']}/result").json()
+        assert [p["text"].strip() for p in result["pages"]] == [f"page {i}" for i in range(1, 7)]
+        assert all(wait_for_state(client, j["id"], {"completed"})["pages_done"] == 1 for j in first)

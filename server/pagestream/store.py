@@ -133,6 +133,10 @@ _JOB_COLUMNS = (
 )
 
 
+# The next queued job, in first-in first-out order.
+_HEAD_OF_QUEUE = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT 1"
+
+
 def _job(row: Sequence[Any]) -> Job:
     values = list(row)
     values[2] = JobState(values[2])
@@ -921,6 +925,15 @@ class Store:
 
         return await self.read(read)
 
+    async def next_queued(self) -> Job | None:
+        """The job at the head of the queue (the one the worker would claim next), without claiming it."""
+
+        def read(conn: Connection) -> Job | None:
+            row = conn.execute(_HEAD_OF_QUEUE).fetchone()
+            return None if row is None else _job(row)
+
+        return await self.read(read)
+
     async def done_pages(self, job_id: str) -> set[int]:
         def read(conn: Connection) -> set[int]:
             return {n for (n,) in conn.execute("SELECT number FROM pages WHERE job_id = ?", (job_id,))}
@@ -1028,9 +1041,7 @@ def _claim_next(tx: _Tx, max_attempts: int) -> Job | None:
             "pages_done": job.pages_done,
         })
         return _begin_run(tx, job)
-    row = tx.conn.execute(
-        f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT 1"
-    ).fetchone()
+    row = tx.conn.execute(_HEAD_OF_QUEUE).fetchone()
     if row is None:
         return None
     tx.commit.queue_moved = True

@@ -39,10 +39,17 @@ _CANCEL = {"t": "_cancel"}
 _SHUTDOWN = {"t": "_shutdown"}
 _EOF = {"t": "_eof"}
 _LEASE_LOST = {"t": "_lease_lost"}
+_CONTROLS = frozenset({"_cancel", "_shutdown", "_lease_lost"})  # the worker's own messages, not the child's
 # Seconds between looks at the worker's lease (taking it as a standby; checking it as the worker).
 LEASE_POLL = 1.0
 # Seconds to wait before trying again when the store cannot be written.
 STORAGE_BACKOFF = 2.0
+
+
+def _run_over(message: dict[str, Any]) -> bool:
+    """True for the child's last message of a run after which it waits for the next one."""
+    kind, code = message["t"], message.get("code")
+    return bool(kind == "end" or (kind == "fail" and code != ErrorCode.memory_limit.value))
 
 
 class Child:
@@ -94,6 +101,13 @@ class Child:
         while not self.inbox.empty():
             messages.append(self.inbox.get_nowait())
         return messages
+
+    def clear(self) -> None:
+        """Drop what the child sent for earlier runs, keeping the worker's own messages (a cancel
+        may already be waiting for the run about to start)."""
+        for message in self.drain():
+            if message["t"] in _CONTROLS:
+                self.inbox.put_nowait(message)
 
     @property
     def alive(self) -> bool:
@@ -152,6 +166,8 @@ class Worker:
         self._lease = Lease(store.db)
         self._leased = False
         self._claimed: Job | None = None  # the next job, claimed as the last one finished
+        # (job id, run command) the child was given as the last job ended, before this job was claimed.
+        self._ahead: tuple[str, dict[str, Any]] | None = None
         self.deliverer = Deliverer(store, settings, self.metrics)
         # The fields of extraction.Limits; the server never imports the parsers themselves.
         self._limits = {
@@ -200,6 +216,7 @@ class Worker:
         if self._child is not None:
             await self._child.close()
             self._child = None
+        self._ahead = None
         await asyncio.to_thread(self._lease.release)
 
     # -- the loop
@@ -259,6 +276,7 @@ class Worker:
                 await asyncio.sleep(1.0)
                 continue
             if job is None:
+                await self._abandon_ahead()
                 # Woken by a submission; the poll catches jobs queued by other processes.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 1.0)
@@ -306,6 +324,7 @@ class Worker:
                      extra={"child_pid": self._child.process.pid, "cause": cause})
             self.metrics.child_restarts.labels(cause).inc()
             self._child = None
+        self._ahead = None
 
     async def _finish(self, job_id: str, state: JobState, code: ErrorCode | None = None, message: str = "") -> None:
         if self._stopping or not self._leased:
@@ -354,15 +373,77 @@ class Worker:
                     return
                 job = await self.store.retrying(job.id, ErrorCode.child_crashed, ended.description)
 
-    async def _one_run(self, job: Job, path: str, deadline: float) -> None:
-        done = await self.store.done_pages(job.id) if job.pages_done else set()
-        child = await self._child_ready()
-        child.drain()  # nothing of an earlier job may leak into this one
-        child.send({
+    def _command(self, job: Job, path: str, done: set[int]) -> dict[str, Any]:
+        return {
             "op": "run", "path": path, "kind": job.kind.value, "password": job.password,
             "pages": parse_pages(job.pages_spec) if job.pages_spec else None,
             "done": sorted(done), "limits": self._limits,
-        })
+        }
+
+    async def _start_next_early(self, child: Child, head: asyncio.Future[Job | None]) -> None:
+        """This run has ended: give the child the head of the queue now, so that it parses while
+        this job's end and the next job's claim are committed. Only a head start: the claim
+        decides, and a run the claim does not confirm is stopped and dropped (_abandon_ahead)."""
+        candidate = await head
+        if candidate is None:  # the queue was empty as this job started; it may not be now
+            candidate = await self._head_of_queue()
+        if candidate is None or candidate.pages_done or candidate.cancel_requested:
+            return
+        if self._stopping or not self._leased:
+            return
+        command = self._command(candidate, str(self.settings.spool_dir / candidate.spool_name), set())
+        child.send(command)
+        self._ahead = (candidate.id, command)
+
+    async def _head_of_queue(self) -> Job | None:
+        try:
+            return await self.store.next_queued()
+        except Exception:  # noqa: BLE001  # only a hint for a head start: the claim decides
+            return None
+
+    async def _abandon_ahead(self) -> None:
+        """The child was started early on a job that was not claimed after all (it was cancelled or
+        deleted meanwhile): stop that run and drop what it sent."""
+        if self._ahead is None or self._child is None:
+            self._ahead = None
+            return
+        (job_id, _), child = self._ahead, self._child
+        self._ahead = None
+        log.info("job %s was started early but not claimed (cancelled or deleted meanwhile); that run is dropped",
+                 job_id, extra={"job_id": job_id})
+        child.send({"op": "stop"})
+        deadline = time.monotonic() + self.settings.cancel_grace
+        controls = []
+        while True:
+            message = await child.next(deadline - time.monotonic())
+            if message is None:
+                await self._discard_child("did not stop in time")
+                break
+            kind = message["t"]
+            if kind in _CONTROLS:
+                controls.append(message)  # for the job about to run
+            elif kind == "_eof" or (kind == "fail" and message["code"] == ErrorCode.memory_limit.value):
+                await self._discard_child("crashed")
+                break
+            elif kind in ("end", "fail", "stopped"):
+                break
+        if self._child is child:
+            for message in controls:
+                child.inbox.put_nowait(message)
+
+    async def _one_run(self, job: Job, path: str, deadline: float) -> None:
+        done = await self.store.done_pages(job.id) if job.pages_done else set()
+        command = self._command(job, path, done)
+        if self._child is not None and self._ahead == (job.id, command):
+            child, self._ahead = self._child, None  # started early: what it sent is in its inbox
+        else:
+            await self._abandon_ahead()
+            child = await self._child_ready()
+            child.clear()  # nothing of an earlier job may leak into this one
+            child.send(command)
+        # The next job to run, looked up now so that the child can start it the moment this one ends.
+        # (A shared store's worker fetches each upload from the store first: no head start there.)
+        head = None if self.store.shared else asyncio.ensure_future(self._head_of_queue())
         settings = self.settings
         stop_deadline: float | None = None  # set once a stop was sent to the child
         stop_reason: JobState | None = None  # cancelled, or queued again for a shutdown
@@ -392,8 +473,12 @@ class Worker:
                                             f"a page took longer than {settings.page_timeout:g} s")
                 return
             # Everything the child has sent so far, handled in order; runs of pages are stored in one write.
+            batch = [first, *child.drain()]
+            if head is not None and any(_run_over(m) for m in batch):
+                await self._start_next_early(child, head)
+                head = None
             pages: list[PageRow] = []
-            for message in [first, *child.drain(), None]:
+            for message in [*batch, None]:
                 if message is not None and message["t"] == "page":
                     pages.append(PageRow(message["number"], message["chars"], message["words"], message["ms"],
                                          message["method"], message["error"], message["text"]))
