@@ -108,7 +108,8 @@ def test_a_stream_opened_mid_job_replays_then_follows_live(make_server: type[Ser
 
 
 def test_many_watchers_see_the_same_events(make_server: type[Server]) -> None:
-    server = make_server(env={"PAGESTREAM_FAULT_PAGE_DELAY": "0.05"})
+    # 80 watchers: more than two of the hub's groups (STREAMS_PER_TURN), which wake in turn.
+    server = make_server(env={"PAGESTREAM_FAULT_PAGE_DELAY": "0.1"})
     results: list[list[tuple[int | None, str]]] = []
     with server.client() as client:
         job = submit(client, [f"p{i}" for i in range(15)])
@@ -117,12 +118,12 @@ def test_many_watchers_see_the_same_events(make_server: type[Server]) -> None:
             with server.client() as own:
                 results.append([(e.id, e.type) for e in stream(own, job["id"]) if e.id is not None])
 
-        threads = [threading.Thread(target=watch) for _ in range(8)]
+        threads = [threading.Thread(target=watch) for _ in range(80)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(60)
-    assert len(results) == 8
+    assert len(results) == 80
     assert all(r == results[0] for r in results)
     assert results[0][-1][1] == "completed"
 

@@ -47,13 +47,47 @@ log = logging.getLogger("pagestream.hub")
 PER_STREAM_PACE = 50e-6
 #: How often every stream is woken to look at its age (and end it when it is old enough).
 AGE_TICK = 5.0
+#: Streams woken in one turn of the event loop; the rest wake in the turns after (see Wakeup).
+STREAMS_PER_TURN = 32
+
+
+class Wakeup:
+    """One wake-up shared by many streams, released a group at a time.
+
+    Resolving a single future that hundreds of streams wait on runs all of them in one turn of
+    the event loop, and every timer, request and commit waits behind them all (200 streams of a
+    fast job held the loop for tens of milliseconds). Streams are spread over futures of about
+    STREAMS_PER_TURN each, by an ordinal of their own, and the futures are resolved one loop turn
+    after another, so other work runs in between.
+    """
+
+    __slots__ = ("_loop", "_futures")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._futures: list[asyncio.Future[None]] = [loop.create_future()]
+
+    def future(self, ordinal: int) -> asyncio.Future[None]:
+        """The future of the next wake-up for the stream numbered ``ordinal``."""
+        return self._futures[ordinal % len(self._futures)]
+
+    def fire(self, streams: int) -> None:
+        """Wake every waiting stream (``streams`` is how many there are: it sets the next groups)."""
+        released = self._futures
+        self._futures = [self._loop.create_future() for _ in range(max(1, -(-streams // STREAMS_PER_TURN)))]
+        self._release(released, 0)
+
+    def _release(self, futures: list[asyncio.Future[None]], index: int) -> None:
+        futures[index].set_result(None)
+        if index + 1 < len(futures):
+            self._loop.call_soon(self._release, futures, index + 1)
 
 
 class Channel:
     """The live side of one job's event log: recent events and a wake-up shared by its streams."""
 
     __slots__ = ("job_id", "ring", "subscribers", "text_subscribers", "removed", "position", "position_frame",
-                 "wanted", "filling", "_waiter", "_last_wake", "_wake_scheduled", "_pace", "_loop")
+                 "wanted", "filling", "_wakeup", "_last_wake", "_wake_scheduled", "_pace", "_loop")
 
     def __init__(self, job_id: str, ring_size: int, pace: float, loop: asyncio.AbstractEventLoop) -> None:
         self.job_id = job_id
@@ -68,14 +102,15 @@ class Channel:
         self.wanted = 0
         self.filling = False
         self._loop = loop
-        self._waiter: asyncio.Future[None] = loop.create_future()
+        self._wakeup = Wakeup(loop)
         self._last_wake = 0.0
         self._wake_scheduled = False
         self._pace = pace
 
-    def waiter(self) -> asyncio.Future[None]:
-        """The future the next wake-up resolves; take it before looking for news, await it after."""
-        return self._waiter
+    def waiter(self, ordinal: int) -> asyncio.Future[None]:
+        """The future the next wake-up resolves for stream ``ordinal``; take it before looking for
+        news, await it after."""
+        return self._wakeup.future(ordinal)
 
     def wake(self, *, now: bool = False) -> None:
         """Wake the streams at once if the last wake-up was long enough ago, else at the end of the pace.
@@ -96,8 +131,7 @@ class Channel:
     def _fire(self) -> None:
         self._wake_scheduled = False
         self._last_wake = time.monotonic()
-        waiter, self._waiter = self._waiter, self._loop.create_future()
-        waiter.set_result(None)
+        self._wakeup.fire(self.subscribers)
 
     def events_after(self, after: int) -> list[StoredEvent] | None:
         """The ring's events after id ``after``, or None if the ring no longer reaches back that far."""
@@ -167,7 +201,7 @@ class Hub:
         # The global stream: a short log of frames, each with a version.
         self.global_version = 0
         self.global_frames: collections.deque[tuple[int, GlobalFrame]] = collections.deque(maxlen=64)
-        self._global_waiter: asyncio.Future[None] = self._loop.create_future()
+        self._global_wakeup = Wakeup(self._loop)
         self._dirty: set[str] = set()
         self._removed: dict[str, str] = {}
         self._queue_moved = False
@@ -321,8 +355,8 @@ class Hub:
 
     # -- the global stream
 
-    def global_waiter(self) -> asyncio.Future[None]:
-        return self._global_waiter
+    def global_waiter(self, ordinal: int) -> asyncio.Future[None]:
+        return self._global_wakeup.future(ordinal)
 
     def global_frames_after(self, version: int) -> list[tuple[int, GlobalFrame]] | None:
         """Frames newer than ``version``, or None if the short log no longer reaches back that far."""
@@ -334,8 +368,7 @@ class Hub:
         return [(v, f) for v, f in frames if v > version]
 
     def _wake_global(self) -> None:
-        waiter, self._global_waiter = self._global_waiter, self._loop.create_future()
-        waiter.set_result(None)
+        self._global_wakeup.fire(self.streams_by_kind["global"])
 
     async def _tick_global(self) -> None:
         interval = self.settings.global_interval_ms / 1000

@@ -15,6 +15,7 @@ fresh ``sync``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from collections.abc import AsyncIterator
@@ -115,6 +116,9 @@ class EventStream(Response):
             await self.frames.aclose()  # type: ignore[attr-defined]
 
 
+# Numbers the streams, to spread them over the groups of a hub.Wakeup.
+_ordinals = itertools.count()
+
 # Sent as a stream closes for its age: come back at once (and jittered), not after the usual retry.
 _RECONNECT_SOON = b"retry: %d\n\n"
 
@@ -149,13 +153,14 @@ def _now() -> str:
 async def job_events(hub: Hub, job: Job, position: int | None, after: int, text: bool) -> AsyncIterator[bytes]:
     """The frames of one job's stream; ``job`` was read (and checked visible) by the caller."""
     store = hub.store
+    ordinal = next(_ordinals)
     with hub.subscribe(job.id, text) as channel:
         yield _retry_frame(hub) + _snapshot(job, position)
         cursor = after
         sent_position = position
         deadline = time.monotonic() + hub.settings.max_stream_age
         while True:
-            waiter = channel.waiter()
+            waiter = channel.waiter(ordinal)
             frames: list[bytes] = []
             ended = False
             events = channel.events_after(cursor)
@@ -190,9 +195,10 @@ async def global_events(hub: Hub, scope: str | None) -> AsyncIterator[bytes]:
     """The frames of the global stream as the owner ``scope`` sees them (None: every job)."""
     first = True
     version = -1
+    ordinal = next(_ordinals)
     deadline = time.monotonic() + hub.settings.max_stream_age
     while True:
-        waiter = hub.global_waiter()
+        waiter = hub.global_waiter(ordinal)
         frames = None if version < 0 else hub.global_frames_after(version)
         if frames is None:
             version = hub.global_version

@@ -389,6 +389,10 @@ def children_cpu(pid: int) -> dict[int, float]:
 
 
 def bench_b1(workdir: Path, quick: bool, variant: str = "all") -> dict[str, Any]:
+    """Raw loop and server in turns (raw, server, raw, server, ..., raw): the figure of each is its
+    best round. Noise on a shared machine only ever slows a round down, and it came and went
+    within seconds here (the same raw loop moved by up to 2× between two runs a minute apart);
+    the best of interleaved rounds compares each side at the machine's quietest."""
     pdfs = corpus_pdfs()
     if variant == "large":
         pdfs = [(p, n) for p, n in pdfs if n >= 10]
@@ -397,23 +401,31 @@ def bench_b1(workdir: Path, quick: bool, variant: str = "all") -> dict[str, Any]
     reps = max(1, math.ceil(target / one))
     files = [p for p, _ in pdfs] * reps
     pages = one * reps
+    rounds = 1 if quick else 3
     log(f"B1 ({variant}): {len(files)} files, {pages} pages (the {len(pdfs)} corpus PDFs that pypdfium2 reads "
-        f"fully, x{reps})")
-    raw1 = raw_pypdfium2(files, workdir)
-    log(f"  raw pypdfium2: {raw1['pages_per_s']:.0f} pages/s")
-    server = server_pages(workdir, files)
-    log(f"  server: {server['pages_per_s']:.0f} pages/s ({server['states']})")
-    raw2 = raw_pypdfium2(files, workdir)
-    log(f"  raw pypdfium2 again: {raw2['pages_per_s']:.0f} pages/s")
+        f"fully, x{reps}), {rounds} rounds")
+    raws: list[dict[str, Any]] = []
+    servers: list[dict[str, Any]] = []
+    for n in range(rounds):
+        raws.append(raw_pypdfium2(files, workdir))
+        log(f"  round {n + 1}: raw pypdfium2 {raws[-1]['pages_per_s']:.0f} pages/s")
+        servers.append(server_pages(workdir, files))
+        log(f"  round {n + 1}: server {servers[-1]['pages_per_s']:.0f} pages/s ({servers[-1]['states']})")
+    raws.append(raw_pypdfium2(files, workdir))
+    log(f"  raw pypdfium2 once more: {raws[-1]['pages_per_s']:.0f} pages/s")
     tool = pdftotext(files, pages) if variant == "all" else None
     if tool:
         log(f"  pdftotext per file: {tool['pages_per_s']:.0f} pages/s")
-    raw_pps = (raw1["pages_per_s"] + raw2["pages_per_s"]) / 2
-    raw_cpu = (raw1["pages_per_cpu_s"] + raw2["pages_per_cpu_s"]) / 2
-    log(f"  per CPU-second: server (process + child) {server['pages_per_cpu_s']:.0f} pages, raw {raw_cpu:.0f}")
-    return {"files": len(files), "pages": pages, "raw": [raw1, raw2], "raw_pages_per_s": raw_pps,
-            "raw_pages_per_cpu_s": raw_cpu, "ratio_cpu": server["pages_per_cpu_s"] / raw_cpu,
-            "server": server, "pdftotext": tool, "ratio_raw": server["pages_per_s"] / raw_pps,
+    raw = max(raws, key=lambda r: r["pages_per_s"])
+    server = max(servers, key=lambda r: r["pages_per_s"])
+    raw_cpu = max(r["pages_per_cpu_s"] for r in raws)
+    server_cpu = max(r["pages_per_cpu_s"] for r in servers)
+    log(f"  best rounds: server {server['pages_per_s']:.0f} pages/s, raw {raw['pages_per_s']:.0f}; "
+        f"per CPU-second: server (process + child) {server_cpu:.0f} pages, raw {raw_cpu:.0f}")
+    return {"files": len(files), "pages": pages, "rounds": rounds, "raw": raws, "servers": servers,
+            "raw_pages_per_s": raw["pages_per_s"], "raw_pages_per_cpu_s": raw_cpu,
+            "ratio_cpu": server_cpu / raw_cpu, "server": server, "server_pages_per_cpu_s": server_cpu,
+            "pdftotext": tool, "ratio_raw": server["pages_per_s"] / raw["pages_per_s"],
             "ratio_pdftotext": server["pages_per_s"] / tool["pages_per_s"] if tool else None}
 
 
@@ -728,6 +740,7 @@ def bench_b5(workdir: Path, quick: bool) -> dict[str, Any]:
     reps = 1 if quick else 3
     log(f"B5: event-loop lag, idle, then {reps} x a 1,000-page PDF job streamed by 200 clients")
     intervals = []
+    loop_waits = []  # seconds the loop thread was runnable but waited for a CPU, per job
     try:
         idle_from = time.time()
         probe = load(server.port, 1, 1, "GET", "/healthz", b"", 4.0, 10**9, idle_from, 0.05)
@@ -739,7 +752,9 @@ def bench_b5(workdir: Path, quick: bool) -> dict[str, Any]:
             probe = load(server.port, 1, 1, "GET", "/healthz", b"", 600, 10**9, time.time(), 0.05)
             try:
                 fleet.connected()
+                waited = run_queue_wait(server.pid)
                 done = wait_job(server.port, job_id, {"completed", "failed", "cancelled"}, poll=0.25)
+                loop_waits.append(run_queue_wait(server.pid) - waited)
             finally:
                 fleet.close()
             # the probe runs until its time is up: stop it by killing its process once the job ended
@@ -763,9 +778,11 @@ def bench_b5(workdir: Path, quick: bool) -> dict[str, Any]:
         "busy_lag_p50_ms": _ms(percentile(busy, 50)), "busy_lag_p99_ms": _ms(percentile(busy, 99)),
         "busy_lag_max_ms": _ms(max(busy) if busy else None),
         "idle_healthz_p99_ms": _s_ms(percentile(idle_health, 99)),
+        "loop_cpu_wait_s": loop_waits,
     }
     log(f"  lag p99: busy {result['busy_lag_p99_ms']} ms ({len(busy)} samples), idle {result['idle_lag_p99_ms']} ms; "
-        f"jobs took {[round(s, 2) for s in result['job_seconds']]} s")
+        f"jobs took {[round(s, 2) for s in result['job_seconds']]} s, during which the loop thread waited "
+        f"{[round(w, 2) for w in loop_waits]} s for a CPU")
     return result
 
 
@@ -917,8 +934,9 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
         s = b["server"]["pages_per_s"]
         row("B1", "pages/s end to end (server / raw pypdfium2 loop)", s, b["raw_pages_per_s"], b["ratio_raw"],
             "≥ 0.95", b["ratio_raw"] >= 0.95)
-        row("B1", "pages per CPU-second (server+child / raw loop)", b["server"]["pages_per_cpu_s"],
-            b["raw_pages_per_cpu_s"], b["ratio_cpu"], "(info)", None)
+        row("B1", "pages per CPU-second (server+child / raw loop)",
+            b.get("server_pages_per_cpu_s", b["server"]["pages_per_cpu_s"]), b["raw_pages_per_cpu_s"], b["ratio_cpu"],
+            "(info)", None)
         if b["pdftotext"]:
             row("B1", "pages/s (server / pdftotext per file)", s, b["pdftotext"]["pages_per_s"],
                 b["ratio_pdftotext"], "> 1", b["ratio_pdftotext"] > 1)
