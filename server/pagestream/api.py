@@ -38,7 +38,6 @@ from .jobs import ErrorCode, JobState, new_job_id, parse_pages
 from .metrics import CONTENT_TYPE, Metrics
 from .schemas import Contract
 from .settings import Settings
-from .sniff import sniff
 from .store import NewJob, Store
 from .streams import event_stream_response, global_events, job_events
 from .webhooks import check_callback_url
@@ -174,7 +173,7 @@ async def submit(request: Request) -> Response:
     try:
         options = _options(svc.contract, settings, {**dict(request.query_params), **fields})
         for spool in files:
-            await _check_upload(spool)
+            _check_upload(spool)
         uploads = []
         for index, spool in enumerate(files):
             job_id = new_job_id()
@@ -195,16 +194,16 @@ async def submit(request: Request) -> Response:
         for spool in files:
             await spool.discard()
         raise
-    for upload, spool, (_, created) in zip(uploads, files, results):
+    for upload, spool, (_, _, created) in zip(uploads, files, results):
         if not created or svc.store.shared:  # a repeated Idempotency-Key, or the store has the bytes
             await spool.discard()
         if not created and svc.store.shared:
             await svc.store.delete_file(upload.spool_name)
     svc.worker.wake()
-    accepted = [job for job, new in results if new]
+    accepted = [job for job, _, new in results if new]
     svc.metrics.jobs_submitted.inc(len(accepted))
     svc.metrics.upload_bytes.inc(sum(job.size for job in accepted))
-    bodies = [await _job_body(svc, job.id) for job, _ in results]
+    bodies = [job.as_dict(position) for job, position, _ in results]  # as committed, without a read each
     location = {"Location": f"{API}/jobs/{results[0][0].id}"}
     if len(bodies) == 1:
         return json_response(bodies[0], 202, location)
@@ -228,11 +227,10 @@ def _options(contract: Contract, settings: Settings, values: dict[str, str]) -> 
     return options
 
 
-async def _check_upload(spool: SpoolFile) -> None:
+def _check_upload(spool: SpoolFile) -> None:
     if spool.size == 0:
         raise EmptyUpload(f"{spool.filename} is empty")
-    spool.kind = await asyncio.to_thread(sniff, bytes(spool.head), spool.path, spool.filename)
-    if spool.kind is None:
+    if spool.kind is None:  # sniffed as the upload was finished
         raise UnsupportedType(
             f"{spool.filename} is not a PDF, EPUB, plain text, Markdown or HTML document (judged by its bytes)"
         )

@@ -384,6 +384,13 @@ class Hub:
     async def _publish_global(self) -> None:
         dirty, removed, moved = self._dirty - self._removed.keys(), self._removed, self._queue_moved
         self._dirty, self._removed, self._queue_moved = set(), {}, False
+        if not self.streams_by_kind["global"]:
+            # Nobody follows the global stream (one that opens starts with a sync read after this):
+            # only watched queued jobs need their new places.
+            if moved and self.channels:
+                order = await self.store.queue_order()
+                self._send_positions({job_id: number for number, (job_id, _) in enumerate(order, 1)})
+            return
         jobs = await self.store.jobs_with_positions(dirty) if dirty else []
         frame = GlobalFrame(
             jobs=[(job.owner, job.as_dict(position)) for job, position in jobs],

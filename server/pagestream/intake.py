@@ -26,6 +26,7 @@ from python_multipart.multipart import parse_options_header
 
 from .errors import BadRequest, InsufficientStorage, TooLarge, Unavailable
 from .jobs import DocumentKind
+from .sniff import sniff
 
 HEAD_BYTES = 64 * 1024
 #: Bytes gathered in memory before they are written out (per upload).
@@ -85,16 +86,21 @@ class SpoolFile:
             raise _disk_error(exc) from exc
 
     async def finish(self) -> None:
-        await self._flush()
+        """Write what is left, close the file and sniff its type (``kind``): one trip to a thread."""
+        data, self._pending, self._pending_size = b"".join(self._pending), [], 0
 
-        def close() -> None:
+        def finish() -> None:
+            if data:
+                self._write(data)
             if self._file is not None:
                 try:
                     self._file.close()
                 except OSError as exc:
                     raise _disk_error(exc) from exc
+            if self.size:
+                self.kind = sniff(bytes(self.head), self.path, self.filename)
 
-        await asyncio.to_thread(close)
+        await asyncio.to_thread(finish)
 
     async def discard(self) -> None:
         def remove() -> None:

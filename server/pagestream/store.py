@@ -229,6 +229,7 @@ class _Tx:
         self.text_watched = text_watched
         self.commit = Commit()
         self.now = time.time()
+        self.at = rfc3339(self.now)  # every event of the write has this time: formatted once
 
     def job(self, job_id: str) -> Job | None:
         row = self.conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -258,7 +259,7 @@ class _Tx:
         (event_id,) = self.conn.execute(
             "UPDATE jobs SET last_event_id = last_event_id + 1 WHERE id = ? RETURNING last_event_id", (job_id,)
         ).fetchone()
-        body = {"type": event_type.value, "job_id": job_id, "at": rfc3339(self.now), **payload}
+        body = {"type": event_type.value, "job_id": job_id, "at": self.at, **payload}
         data = orjson.dumps(body)
         self.conn.execute(
             "INSERT INTO events (job_id, id, type, page, data) VALUES (?, ?, ?, ?, ?)",
@@ -603,12 +604,14 @@ class Store:
 
     # -- intake
 
-    async def enqueue(self, uploads: Sequence[NewJob], max_queued: int, max_per_owner: int) -> list[tuple[Job, bool]]:
-        """Add jobs at the end of the queue, all or none; (job, created) for each. An upload whose
-        Idempotency-Key was seen before returns that earlier job instead (created is False)."""
+    async def enqueue(self, uploads: Sequence[NewJob], max_queued: int,
+                      max_per_owner: int) -> list[tuple[Job, int | None, bool]]:
+        """Add jobs at the end of the queue, all or none; (job, queue position, created) for each,
+        as committed. An upload whose Idempotency-Key was seen before returns that earlier job
+        instead (created is False)."""
 
-        def write(tx: _Tx) -> list[tuple[Job, bool]]:
-            results: list[tuple[Job, bool] | None] = []
+        def write(tx: _Tx) -> list[tuple[Job, int | None, bool]]:
+            results: list[Job | None] = []
             for new in uploads:
                 results.append(_earlier_submission(tx, new))
             fresh = sum(1 for r in results if r is None)
@@ -621,10 +624,11 @@ class Store:
                 ).fetchone()
                 if mine + fresh > max_per_owner:
                     raise QueueFull(f"you have {mine} jobs queued and the limit is {max_per_owner}; try again later")
-            done: list[tuple[Job, bool]] = []
+            done: list[tuple[Job, int | None, bool]] = []
+            position = queued  # every queued job is ahead of the new ones (a new seq is the largest)
             for new, earlier in zip(uploads, results):
                 if earlier is not None:
-                    done.append(earlier)
+                    done.append((earlier, _position(tx.conn, earlier), False))
                     continue
                 seq = tx.next_seq()
                 tx.conn.execute(
@@ -635,10 +639,11 @@ class Store:
                      new.password, new.owner, new.idempotency_key, tx.now, new.callback_url,
                      CallbackState.waiting.value if new.callback_url else None),
                 )
-                tx.append(new.id, EventType.queued, {"position": tx.position(seq)})
+                position += 1
+                tx.append(new.id, EventType.queued, {"position": position})
                 job = tx.job(new.id)
                 assert job is not None
-                done.append((job, True))
+                done.append((job, position, True))
             return done
 
         return await self.write(write)
@@ -980,7 +985,7 @@ class Store:
         return await self.read(read)
 
 
-def _earlier_submission(tx: _Tx, new: NewJob) -> tuple[Job, bool] | None:
+def _earlier_submission(tx: _Tx, new: NewJob) -> Job | None:
     if new.idempotency_key is None:
         return None
     row = tx.conn.execute(
@@ -991,7 +996,7 @@ def _earlier_submission(tx: _Tx, new: NewJob) -> tuple[Job, bool] | None:
     earlier = _job(row)
     if earlier.sha256 != new.sha256:
         raise IdempotencyConflict("this Idempotency-Key was used before for a different upload")
-    return earlier, False
+    return earlier
 
 
 def _remove(tx: _Tx, job: Job) -> None:

@@ -69,14 +69,23 @@ class Child:
         return cls(process)
 
     async def _read(self) -> None:
+        # Whatever the pipe holds is read at once and every whole message in it parsed: the child
+        # writes pages several at a time, and one wake-up of the loop takes them all.
         stdout = self.process.stdout
         assert stdout is not None
+        buffer = bytearray()
         try:
-            while True:
-                head = await stdout.readexactly(_HEADER.size)
-                body = await stdout.readexactly(_HEADER.unpack(head)[0])
-                self.inbox.put_nowait(orjson.loads(body))
-        except (asyncio.IncompleteReadError, ConnectionError):
+            while chunk := await stdout.read(1 << 20):
+                buffer += chunk
+                start = 0
+                while len(buffer) - start >= _HEADER.size:
+                    end = start + _HEADER.size + _HEADER.unpack_from(buffer, start)[0]
+                    if end > len(buffer):
+                        break
+                    self.inbox.put_nowait(orjson.loads(buffer[start + _HEADER.size:end]))
+                    start = end
+                del buffer[:start]
+        except ConnectionError:
             pass
         finally:
             self.inbox.put_nowait(_EOF)
