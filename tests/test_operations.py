@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from .docs import make_pdf
-from .server import Server, read_events, wait_for_state
+from .server import Server, read_events, running_server, wait_for_state
 
 ADMIN, USER = "admin-key-operations-0001", "user-key-operations-00001"
 
@@ -124,3 +125,34 @@ def test_logs_are_json_lines_with_request_ids_and_never_a_key_or_document_text(m
     assert re.fullmatch(r"[0-9a-f]{16}", generated)
     states = [e["state"] for e in entries if e.get("job_id") == job["id"] and "state" in e]
     assert states == ["running", "completed"]
+
+
+def test_a_store_of_the_previous_schema_is_migrated_on_start_and_keeps_its_pages(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with running_server(data) as server, server.client() as client:
+        job = client.post("/api/v1/jobs", content=make_pdf(["one", "two", "three"])).json()
+        wait_for_state(client, job["id"], {"completed"})
+    # Lay the store out again as schema version 2 did: page rows inside their key (WITHOUT ROWID).
+    with sqlite3.connect(data / "pagestream.db") as db:
+        db.executescript("""
+            CREATE TABLE pages_v2 (job_id TEXT NOT NULL, number BIGINT NOT NULL, chars BIGINT NOT NULL,
+                words BIGINT NOT NULL, ms DOUBLE PRECISION NOT NULL, method TEXT NOT NULL, error TEXT,
+                text TEXT NOT NULL, PRIMARY KEY (job_id, number)) WITHOUT ROWID;
+            INSERT INTO pages_v2 SELECT * FROM pages;
+            DROP TABLE pages;
+            ALTER TABLE pages_v2 RENAME TO pages;
+            UPDATE schema_version SET version = 2;
+        """)
+    db.close()
+    with running_server(data) as server, server.client() as client:
+        result = client.get(f"/api/v1/jobs/{job['id']}/result").json()
+        assert [p["text"].strip() for p in result["pages"]] == ["one", "two", "three"]
+        later = client.post("/api/v1/jobs", content=make_pdf(["four"])).json()
+        assert wait_for_state(client, later["id"], {"completed"})["pages_done"] == 1
+        assert "migrated the store to schema version 3" in server.log()
+    with sqlite3.connect(data / "pagestream.db") as db:
+        (layout,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'pages'").fetchone()
+        assert "WITHOUT ROWID" not in layout.upper()
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
+        assert db.execute("SELECT COUNT(*) FROM pages").fetchone() == (4,)
+    db.close()
