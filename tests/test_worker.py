@@ -221,3 +221,16 @@ def test_a_child_that_crashes_in_a_head_started_job_resumes_it_at_the_next_page(
         result = client.get(f"/api/v1/jobs/{crashing['id']}/result").json()
         assert [p["text"].strip() for p in result["pages"]] == [f"page {i}" for i in range(1, 7)]
         assert all(wait_for_state(client, j["id"], {"completed"})["pages_done"] == 1 for j in first)
+
+
+def test_pages_that_come_fast_are_handed_over_at_most_once_per_stream_pace(make_server: type[Server]) -> None:
+    # A page every 20 ms, a pace of 250 ms: the child hands pages over about a dozen at a time (the
+    # server wakes and commits once for each group), and a page after a pause goes at once.
+    server = make_server(settings={"stream_pace_ms": 250}, env={"PAGESTREAM_FAULT_PAGE_DELAY": "0.02"})
+    with server.client() as client:
+        job = submit(client, "\f".join(f"page {i}" for i in range(1, 41)).encode(), filename="fast.txt")
+        assert wait_for_state(client, job["id"], {"completed"})["pages_done"] == 40
+        pages = [d for _, t, d in log_of(client, job["id"]) if t == "page"]
+    assert [d["page"]["number"] for d in pages] == list(range(1, 41))
+    commits = sorted({d["at"] for d in pages})
+    assert 2 <= len(commits) <= 8, commits  # one commit per page would be 40

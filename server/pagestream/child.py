@@ -9,7 +9,7 @@ Protocol: length-prefixed messages (4-byte big-endian length, then orjson) on st
 a private dup of stdout — fd 1 itself is pointed at stderr so that anything a C library
 prints cannot corrupt the stream. Pages of a fast document go several to a write (see Outbox).
 
-    worker → child   {"op": "run", "path", "kind", "password", "pages", "done", "limits"}
+    worker → child   {"op": "run", "path", "kind", "password", "pages", "done", "limits", "page_interval"}
                      {"op": "stop"}            (cancel or shutdown: stop at the next page boundary)
     child → worker   {"t": "open", "pages_total", "resume_from"}   the document opened
                      {"t": "page", "number", "chars", "words", "ms", "method", "error", "text"}
@@ -33,9 +33,11 @@ from typing import Any, BinaryIO
 import orjson
 
 _HEADER = struct.Struct(">I")
-# Seconds between two writes of pages. A page that comes after a pause goes at once; pages that
-# come faster wait for the next write (at most this long), so that the server wakes once for
-# several of them instead of once each: on a fast document that halves its CPU per page.
+# Seconds between two writes of pages unless the run says otherwise (the server sends its
+# stream_pace_ms: streams write no more often than that either). A page that comes after a pause
+# goes at once; pages that come faster wait for the next write (at most this long), so that the
+# server wakes once for several of them instead of once each: on a fast document that halves its
+# CPU per page.
 PAGE_WRITE_INTERVAL = 0.005
 
 
@@ -46,21 +48,22 @@ def encode_message(message: dict[str, Any]) -> bytes:
 
 class Outbox:
     """The child's messages to the worker, in order. Anything but a page is written at once (with
-    the pages before it); pages are written at most every PAGE_WRITE_INTERVAL seconds, by a thread
-    that wakes for the ones still waiting while the next page is being parsed."""
+    the pages before it); pages are written at most every ``interval`` seconds, by a thread that
+    wakes for the ones still waiting while the next page is being parsed."""
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
         self._ready = threading.Condition()
         self._pending: list[bytes] = []
         self._last_write = 0.0
+        self.interval = PAGE_WRITE_INTERVAL
         threading.Thread(target=self._write_late_pages, name="outbox", daemon=True).start()
 
     def send(self, message: dict[str, Any]) -> None:
         data = encode_message(message)
         with self._ready:
             self._pending.append(data)
-            if message["t"] != "page" or time.monotonic() - self._last_write >= PAGE_WRITE_INTERVAL:
+            if message["t"] != "page" or time.monotonic() - self._last_write >= self.interval:
                 self._write()
             else:
                 self._ready.notify()
@@ -82,7 +85,7 @@ class Outbox:
                 if not self._pending:
                     self._ready.wait()
                     continue
-                wait = self._last_write + PAGE_WRITE_INTERVAL - time.monotonic()
+                wait = self._last_write + self.interval - time.monotonic()
                 if wait > 0:
                     self._ready.wait(wait)
                     continue
@@ -144,6 +147,7 @@ def _run(command: dict[str, Any], stdin: BinaryIO, out: Outbox) -> None:
     from .jobs import DocumentKind, ErrorCode, select_pages
 
     limits = Limits(**command["limits"])
+    out.interval = float(command.get("page_interval", PAGE_WRITE_INTERVAL))
     try:
         with open_document(command["path"], DocumentKind(command["kind"]), password=command["password"],
                            limits=limits) as document:

@@ -387,6 +387,7 @@ class Worker:
             "op": "run", "path": path, "kind": job.kind.value, "password": job.password,
             "pages": parse_pages(job.pages_spec) if job.pages_spec else None,
             "done": sorted(done), "limits": self._limits,
+            "page_interval": self.settings.stream_pace_ms / 1000,  # pages no more often than streams write
         }
 
     async def _start_next_early(self, child: Child, head: asyncio.Future[Job | None]) -> None:
