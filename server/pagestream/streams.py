@@ -154,8 +154,10 @@ async def job_events(hub: Hub, job: Job, position: int | None, after: int, text:
     """The frames of one job's stream; ``job`` was read (and checked visible) by the caller."""
     store = hub.store
     ordinal = next(_ordinals)
-    with hub.subscribe(job.id, text) as channel:
+    job_id = job.id
+    with hub.subscribe(job_id, text) as channel:
         yield _retry_frame(hub) + _snapshot(job, position)
+        del job  # held for the stream's whole life otherwise: a Job per watcher
         cursor = after
         sent_position = position
         deadline = time.monotonic() + hub.settings.max_stream_age
@@ -168,7 +170,7 @@ async def job_events(hub: Hub, job: Job, position: int | None, after: int, text:
                 events = None  # written before any ?text=1 stream watched: the store puts the text back
             from_store = events is None
             if events is None:  # behind the ring (or it is empty): the store has everything
-                events = await store.events_after(job.id, cursor, REPLAY_BATCH, text)
+                events = await store.events_after(job_id, cursor, REPLAY_BATCH, text)
             for event in events:
                 frames.append(event.text_frame if text and event.text_frame is not None else event.frame)
                 cursor = event.id
