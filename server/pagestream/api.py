@@ -464,8 +464,9 @@ class _Endpoint:
         self.handlers = handlers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive, send)
-        response = await self.handlers["GET" if request.method == "HEAD" else request.method](request)
+        handler = self.handlers["GET" if scope["method"] == "HEAD" else scope["method"]]
+        # The request (with its parsed headers and cookies) is not kept while the response runs.
+        response = await handler(Request(scope, receive, send))
         await response(scope, receive, send)
 
 
