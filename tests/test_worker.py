@@ -234,3 +234,15 @@ def test_pages_that_come_fast_are_handed_over_at_most_once_per_stream_pace(make_
     assert [d["page"]["number"] for d in pages] == list(range(1, 41))
     commits = sorted({d["at"] for d in pages})
     assert 2 <= len(commits) <= 8, commits  # one commit per page would be 40
+
+
+def test_a_cancel_meant_for_an_ended_job_never_applies_to_the_next_run() -> None:
+    # A cancel can reach the worker's inbox just after its job's last message (the window is a
+    # commit long: too short to hit reliably from outside). It names its job, and the next run
+    # (started early or not) leaves it alone; a shutdown or a lost lease applies to any run.
+    from pagestream.worker import _meant_for
+
+    assert _meant_for({"t": "_cancel", "job": "next"}, "next")
+    assert not _meant_for({"t": "_cancel", "job": "ended"}, "next")
+    assert not _meant_for({"t": "_cancel", "job": "ended"}, None)
+    assert _meant_for({"t": "_shutdown"}, "next") and _meant_for({"t": "_lease_lost"}, None)

@@ -35,7 +35,6 @@ log = logging.getLogger("pagestream.worker")
 
 _HEADER = struct.Struct(">I")
 # Messages the worker puts into its own inbox, next to the child's.
-_CANCEL = {"t": "_cancel"}
 _SHUTDOWN = {"t": "_shutdown"}
 _EOF = {"t": "_eof"}
 _LEASE_LOST = {"t": "_lease_lost"}
@@ -44,6 +43,12 @@ _CONTROLS = frozenset({"_cancel", "_shutdown", "_lease_lost"})  # the worker's o
 LEASE_POLL = 1.0
 # Seconds to wait before trying again when the store cannot be written.
 STORAGE_BACKOFF = 2.0
+
+
+def _meant_for(message: dict[str, Any], job_id: str | None) -> bool:
+    """True for a worker message that still applies to the run of ``job_id`` (None: no run)."""
+    kind = message["t"]
+    return kind in ("_shutdown", "_lease_lost") or (kind == "_cancel" and message["job"] == job_id)
 
 
 def _run_over(message: dict[str, Any]) -> bool:
@@ -111,11 +116,11 @@ class Child:
             messages.append(self.inbox.get_nowait())
         return messages
 
-    def clear(self) -> None:
-        """Drop what the child sent for earlier runs, keeping the worker's own messages (a cancel
-        may already be waiting for the run about to start)."""
+    def clear(self, job_id: str) -> None:
+        """Drop what the child sent for earlier runs, keeping the worker's messages that apply to
+        the run of ``job_id`` about to start (a cancel for it may already be waiting)."""
         for message in self.drain():
-            if message["t"] in _CONTROLS:
+            if _meant_for(message, job_id):
                 self.inbox.put_nowait(message)
 
     @property
@@ -199,7 +204,8 @@ class Worker:
 
     def request_cancel(self, job_id: str) -> None:
         if self.current == job_id and self._child is not None:
-            self._child.inbox.put_nowait(_CANCEL)
+            # Named for its job: one that arrives as the job ends must not stop the next one.
+            self._child.inbox.put_nowait({"t": "_cancel", "job": job_id})
 
     def foreign(self, commit: Commit | None) -> None:
         """Another process committed (shared stores): maybe a job was queued, or ours cancelled."""
@@ -285,7 +291,7 @@ class Worker:
                 await asyncio.sleep(1.0)
                 continue
             if job is None:
-                await self._abandon_ahead()
+                await self._abandon_ahead(None)
                 # Woken by a submission; the poll catches jobs queued by other processes.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 1.0)
@@ -411,9 +417,10 @@ class Worker:
         except Exception:  # noqa: BLE001  # only a hint for a head start: the claim decides
             return None
 
-    async def _abandon_ahead(self) -> None:
+    async def _abandon_ahead(self, next_job: str | None) -> None:
         """The child was started early on a job that was not claimed after all (it was cancelled or
-        deleted meanwhile): stop that run and drop what it sent."""
+        deleted meanwhile): stop that run and drop what it sent (but not a worker message meant
+        for ``next_job``, the run about to start)."""
         if self._ahead is None or self._child is None:
             self._ahead = None
             return
@@ -431,7 +438,8 @@ class Worker:
                 break
             kind = message["t"]
             if kind in _CONTROLS:
-                controls.append(message)  # for the job about to run
+                if _meant_for(message, next_job):
+                    controls.append(message)
             elif kind == "_eof" or (kind == "fail" and message["code"] == ErrorCode.memory_limit.value):
                 await self._discard_child("crashed")
                 break
@@ -447,9 +455,9 @@ class Worker:
         if self._child is not None and self._ahead == (job.id, command):
             child, self._ahead = self._child, None  # started early: what it sent is in its inbox
         else:
-            await self._abandon_ahead()
+            await self._abandon_ahead(job.id)
             child = await self._child_ready()
-            child.clear()  # nothing of an earlier job may leak into this one
+            child.clear(job.id)  # nothing of an earlier job may leak into this one
             child.send(command)
         # The next job to run, looked up now so that the child can start it the moment this one ends.
         # (A shared store's worker fetches each upload from the store first: no head start there.)
@@ -525,6 +533,8 @@ class Worker:
                     with contextlib.suppress(TimeoutError):  # let the exit status arrive, to say how it ended
                         await asyncio.wait_for(child.process.wait(), 1.0)
                     raise _RunEnded(child.exit_description() + ("" if opened else " while opening the document"))
+                elif kind in _CONTROLS and not _meant_for(message, job.id):
+                    continue  # a cancel of a job that has ended
                 elif kind in ("_cancel", "_shutdown") and stop_deadline is None:
                     stop_reason = JobState.cancelled if kind == "_cancel" else JobState.queued
                     stop_deadline = time.monotonic() + settings.cancel_grace
