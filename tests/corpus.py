@@ -15,11 +15,12 @@ import pytest
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
 
-def unavailable(message: str) -> NoReturn:
-    """A test group cannot run here: in CI (``CI=true``) that is a failure, elsewhere a skip."""
+def unavailable(message: str, *, module: bool = False) -> NoReturn:
+    """A test group cannot run here: in CI (``CI=true``) that is a failure, elsewhere a skip
+    (of the whole module when ``module``, called at import)."""
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{message}; CI must provide it")
-    pytest.skip(message)
+    pytest.skip(message, allow_module_level=module)
 
 
 def require_corpus() -> Path:

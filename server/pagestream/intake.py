@@ -73,8 +73,11 @@ class SpoolFile:
     async def _flush(self) -> None:
         # One trip to a thread per WRITE_BATCH bytes, not per network chunk (64 KiB).
         if self._pending:
-            data, self._pending, self._pending_size = b"".join(self._pending), [], 0
-            await asyncio.to_thread(self._write, data)
+            await asyncio.to_thread(self._write, self._take_pending())
+
+    def _take_pending(self) -> bytes:
+        data, self._pending, self._pending_size = b"".join(self._pending), [], 0
+        return data
 
     def _write(self, data: bytes) -> None:
         try:
@@ -87,7 +90,7 @@ class SpoolFile:
 
     async def finish(self) -> None:
         """Write what is left, close the file and sniff its type (``kind``): one trip to a thread."""
-        data, self._pending, self._pending_size = b"".join(self._pending), [], 0
+        data = self._take_pending()
 
         def finish() -> None:
             if data:
