@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -130,8 +131,8 @@ def test_a_child_that_keeps_crashing_fails_the_job_after_max_attempts(make_serve
         assert state["pages_done"] == 1 and state["attempts"] == 2
 
 
-# The head start: as a job ends, the child is already given the head of the queue (looked up
-# while the job ran), before the job's end and the next claim are committed. The claim decides.
+# The head start: while a job runs, the child is already given the head of the queue, and starts it
+# the moment the job ends, before the job's end and the next claim are committed. The claim decides.
 
 
 def submit_together(client: httpx.Client, *bodies: bytes) -> list[dict[str, Any]]:
@@ -224,8 +225,8 @@ def test_a_child_that_crashes_in_a_head_started_job_resumes_it_at_the_next_page(
 
 
 def test_pages_that_come_fast_are_handed_over_at_most_once_per_stream_pace(make_server: type[Server]) -> None:
-    # A page every 20 ms, a pace of 250 ms: the child hands pages over about a dozen at a time (the
-    # server wakes and commits once for each group), and a page after a pause goes at once.
+    # A page every 20 ms, a pace of 250 ms: the worker reads the child's pages about a dozen at a time
+    # (it wakes and commits once for each group), and a page after a pause is read at once.
     server = make_server(settings={"stream_pace_ms": 250}, env={"PAGESTREAM_FAULT_PAGE_DELAY": "0.02"})
     with server.client() as client:
         job = submit(client, "\f".join(f"page {i}" for i in range(1, 41)).encode(), filename="fast.txt")
@@ -246,3 +247,96 @@ def test_a_cancel_meant_for_an_ended_job_never_applies_to_the_next_run() -> None
     assert not _meant_for({"t": "_cancel", "job": "ended"}, "next")
     assert not _meant_for({"t": "_cancel", "job": "ended"}, None)
     assert _meant_for({"t": "_shutdown"}, "next") and _meant_for({"t": "_lease_lost"}, None)
+
+
+class ChildProcess:
+    """The extraction child on its own, spoken to over its pipes as the worker does."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        import subprocess
+        import sys
+
+        from .server import ROOT
+
+        self.tmp_path = tmp_path
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "server"), "PAGESTREAM_FAULT_PAGE_DELAY": "0.05"}
+        self.process = subprocess.Popen([sys.executable, "-m", "pagestream.child", "0"], env=env,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+
+    def run(self, job: str, pages: int) -> None:
+        path = self.tmp_path / f"{job}.txt"
+        path.write_text("\f".join(f"{job} {n}" for n in range(1, pages + 1)))
+        self.send({"op": "run", "job": job, "path": str(path), "kind": "text", "password": None, "pages": None,
+                   "done": [], "limits": {}})
+
+    def send(self, message: dict[str, Any]) -> None:
+        import orjson
+
+        from pagestream.child import _HEADER
+
+        body = orjson.dumps(message)
+        assert self.process.stdin is not None
+        self.process.stdin.write(_HEADER.pack(len(body)) + body)
+        self.process.stdin.flush()
+
+    def until_end_of_run(self) -> list[str]:
+        """What one run answered: "open", page texts, then "end", "stopped" or "fail"."""
+        import select
+
+        from pagestream.child import read_message
+
+        assert self.process.stdout is not None
+        said = []
+        while not said or said[-1] not in ("end", "stopped", "fail"):
+            assert select.select([self.process.stdout], [], [], 20)[0], f"the child went quiet after {said}"
+            message = read_message(self.process.stdout)
+            assert message is not None, f"the child ended its output after {said}"
+            said.append(message["text"] if message["t"] == "page" else message["t"])
+        return said
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        assert self.process.wait(10) == 0
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+
+
+def test_the_child_starts_a_run_given_ahead_the_moment_the_current_one_ends(tmp_path: Path) -> None:
+    child = ChildProcess(tmp_path)
+    try:
+        child.run("a", 3)
+        child.run("b", 2)
+        assert child.until_end_of_run() == ["open", "a 1", "a 2", "a 3", "end"]
+        assert child.until_end_of_run() == ["open", "b 1", "b 2", "end"]
+    finally:
+        child.close()
+
+
+def test_a_stop_names_its_run_so_one_that_crosses_its_end_never_stops_the_next(tmp_path: Path) -> None:
+    child = ChildProcess(tmp_path)
+    try:
+        # A run stopped before its turn answers "stopped" in its turn, and nothing else.
+        child.run("a", 3)
+        child.run("b", 2)
+        child.send({"op": "stop", "job": "b"})
+        assert child.until_end_of_run() == ["open", "a 1", "a 2", "a 3", "end"]
+        assert child.until_end_of_run() == ["stopped"]
+        # A stop for a run that has ended (the worker sent it as the end was on its way) is ignored...
+        child.run("c", 2)
+        child.run("d", 4)
+        assert child.until_end_of_run() == ["open", "c 1", "c 2", "end"]
+        child.send({"op": "stop", "job": "c"})
+        # ...and one for the running job stops it at the next page boundary.
+        d = child.until_end_of_run()
+        assert d == ["open", "d 1", "d 2", "d 3", "d 4", "end"]
+        child.run("e", 40)
+        time.sleep(0.2)
+        child.send({"op": "stop", "job": "e"})
+        e = child.until_end_of_run()
+        assert e[0] == "open" and e[-1] == "stopped" and 2 <= len(e) < 40, e
+        # The same job run again later (a retry) is not stopped by the stop of its earlier run.
+        child.run("e", 2)
+        assert child.until_end_of_run() == ["open", "e 1", "e 2", "end"]
+    finally:
+        child.close()

@@ -7,17 +7,25 @@ document takes) and replaced whenever it dies or is killed.
 
 Protocol: length-prefixed messages (4-byte big-endian length, then orjson) on stdin and on
 a private dup of stdout — fd 1 itself is pointed at stderr so that anything a C library
-prints cannot corrupt the stream. Pages of a fast document go several to a write (see Outbox).
+prints cannot corrupt the stream. Each message is written the moment it is ready (the worker
+decides how often it reads them: see worker.Child).
 
-    worker → child   {"op": "run", "path", "kind", "password", "pages", "done", "limits", "page_interval"}
-                     {"op": "stop"}            (cancel or shutdown: stop at the next page boundary)
+    worker → child   {"op": "run", "job", "path", "kind", "password", "pages", "done", "limits"}
+                     {"op": "stop", "job"}     (cancel or shutdown: stop that run at the next page boundary)
     child → worker   {"t": "open", "pages_total", "resume_from"}   the document opened
                      {"t": "page", "number", "chars", "words", "ms", "method", "error", "text"}
                      {"t": "end"} | {"t": "stopped"} | {"t": "fail", "code", "message"}
+
+Every run ends with exactly one of end, stopped or fail, and runs answer in the order they
+were given. The worker may give the next run while one is under way (so that the child goes
+straight on to it): the child keeps it and starts it when the current one ends. A stop names
+its run, so a stop that crosses its run's end never touches the next one; a run stopped
+before it began answers "stopped" in its turn.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import os
@@ -26,71 +34,59 @@ import select
 import signal
 import struct
 import sys
-import threading
 import time
 from typing import Any, BinaryIO
 
 import orjson
 
 _HEADER = struct.Struct(">I")
-# Seconds between two writes of pages unless the run says otherwise (the server sends its
-# stream_pace_ms: streams write no more often than that either). A page that comes after a pause
-# goes at once; pages that come faster wait for the next write (at most this long), so that the
-# server wakes once for several of them instead of once each: on a fast document that halves its
-# CPU per page.
-PAGE_WRITE_INTERVAL = 0.005
-
-
-def encode_message(message: dict[str, Any]) -> bytes:
-    body = orjson.dumps(message)
-    return _HEADER.pack(len(body)) + body
 
 
 class Outbox:
-    """The child's messages to the worker, in order. Anything but a page is written at once (with
-    the pages before it); pages are written at most every ``interval`` seconds, by a thread that
-    wakes for the ones still waiting while the next page is being parsed."""
+    """The child's messages to the worker, each written at once, in order."""
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
-        self._ready = threading.Condition()
-        self._pending: list[bytes] = []
-        self._last_write = 0.0
-        self.interval = PAGE_WRITE_INTERVAL
-        threading.Thread(target=self._write_late_pages, name="outbox", daemon=True).start()
 
     def send(self, message: dict[str, Any]) -> None:
-        data = encode_message(message)
-        with self._ready:
-            self._pending.append(data)
-            if message["t"] != "page" or time.monotonic() - self._last_write >= self.interval:
-                self._write()
-            else:
-                self._ready.notify()
+        body = orjson.dumps(message)
+        self._stream.write(_HEADER.pack(len(body)) + body)
+        self._stream.flush()
 
-    def flush(self) -> None:
-        with self._ready:
-            self._write()
 
-    def _write(self) -> None:  # with the lock held: a full pipe holds the sender back too
-        if self._pending:
-            self._stream.write(b"".join(self._pending))
-            self._stream.flush()
-            self._pending.clear()
-        self._last_write = time.monotonic()
+class Inbox:
+    """The worker's messages: runs waiting their turn, and which runs were asked to stop."""
 
-    def _write_late_pages(self) -> None:
-        with self._ready:
-            while True:
-                if not self._pending:
-                    self._ready.wait()
-                    continue
-                wait = self._last_write + self.interval - time.monotonic()
-                if wait > 0:
-                    self._ready.wait(wait)
-                    continue
-                self._write()
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.runs: collections.deque[dict[str, Any]] = collections.deque()
+        self.stops: set[str | None] = set()
+        self.closed = False
 
+    def next_run(self) -> dict[str, Any] | None:
+        """The next run to start (waiting for one if none was given ahead), or None at the end."""
+        while not self.runs:
+            if self.closed or not self._take(read_message(self._stream)):
+                return None
+        return self.runs.popleft()
+
+    def stop_requested(self, job: str | None) -> bool:
+        """True if the run of ``job`` should stop: it was asked to, or the worker has gone.
+        Reads whatever is waiting first, without waiting for more."""
+        while not self.closed and select.select([self._stream], [], [], 0)[0]:
+            self._take(read_message(self._stream))
+        return self.closed or job in self.stops
+
+    def _take(self, message: dict[str, Any] | None) -> bool:
+        if message is None:
+            self.closed = True
+            return False
+        if message.get("op") == "run":
+            self.stops.discard(message.get("job"))  # a stop given before this run was for an earlier one
+            self.runs.append(message)
+        elif message.get("op") == "stop":
+            self.stops.add(message.get("job"))
+        return True
 
 def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
     chunks, left = [], size
@@ -116,16 +112,7 @@ def read_message(stream: BinaryIO) -> dict[str, Any] | None:
     return message
 
 
-def _stop_requested(stdin: BinaryIO) -> bool:
-    """True if the worker has asked us to stop (a message is waiting on stdin)."""
-    ready, _, _ = select.select([stdin], [], [], 0)
-    if not ready:
-        return False
-    message = read_message(stdin)
-    return message is None or message.get("op") == "stop"
-
-
-def _inject_faults(number: int, out: Outbox) -> None:
+def _inject_faults(number: int) -> None:
     """Fault injection for the test suite and the benchmarks, set through the environment:
     PAGESTREAM_FAULT_PAGE_DELAY=<seconds> makes every page take at least that long, and
     PAGESTREAM_FAULT_CRASH=<file>:<page> kills the child at that page once (the file is the
@@ -137,17 +124,19 @@ def _inject_faults(number: int, out: Outbox) -> None:
     if crash:
         marker, _, page = crash.rpartition(":")
         if int(page) == number and os.path.exists(marker):
-            os.unlink(marker)
-            out.flush()  # the pages before it were reported: the crash is "at page N", not before
+            os.unlink(marker)  # the pages before it were written already: the crash is "at page N"
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _run(command: dict[str, Any], stdin: BinaryIO, out: Outbox) -> None:
+def _run(command: dict[str, Any], inbox: Inbox, out: Outbox) -> None:
     from .extraction import ExtractionError, Limits, open_document
     from .jobs import DocumentKind, ErrorCode, select_pages
 
     limits = Limits(**command["limits"])
-    out.interval = float(command.get("page_interval", PAGE_WRITE_INTERVAL))
+    job = command.get("job")
+    if inbox.stop_requested(job):  # stopped before it began
+        out.send({"t": "stopped"})
+        return
     try:
         with open_document(command["path"], DocumentKind(command["kind"]), password=command["password"],
                            limits=limits) as document:
@@ -164,10 +153,10 @@ def _run(command: dict[str, Any], stdin: BinaryIO, out: Outbox) -> None:
             resume_from = todo[0] if todo else selected[-1] + 1
             out.send({"t": "open", "pages_total": len(selected), "resume_from": resume_from})
             for number in todo:
-                if _stop_requested(stdin):
+                if inbox.stop_requested(job):
                     out.send({"t": "stopped"})
                     return
-                _inject_faults(number, out)
+                _inject_faults(number)
                 page = document.extract(number)
                 if page.chars > limits.max_page_chars:  # the server never handles a page bigger than this
                     page.text = page.text[: limits.max_page_chars]
@@ -196,21 +185,18 @@ def main() -> None:
         fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
     out = Outbox(stream)
     sys.stdout = sys.stderr
-    stdin = os.fdopen(0, "rb", buffering=0)
+    inbox = Inbox(os.fdopen(0, "rb", buffering=0))
     from .jobs import ErrorCode
 
-    while True:
-        command = read_message(stdin)
-        if command is None:
-            return
-        if command.get("op") != "run":
-            continue  # a stop that arrived after the job had ended
+    while (command := inbox.next_run()) is not None:
         try:
-            _run(command, stdin, out)
+            _run(command, inbox, out)
         except MemoryError:
             out.send({"t": "fail", "code": ErrorCode.memory_limit.value,
-                                "message": f"the document needs more than the child's {memory_mb} MiB"})
+                      "message": f"the document needs more than the child's {memory_mb} MiB"})
             return  # the heap may be in any state: let the worker start a fresh child
+        finally:
+            inbox.stops.discard(command.get("job"))
 
 
 if __name__ == "__main__":

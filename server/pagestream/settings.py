@@ -54,7 +54,7 @@ class Settings:
     heartbeat: float = _setting(15.0, "Seconds between SSE heartbeat comments on an idle stream.")
     retry_ms: int = _setting(2000, "Base of the SSE retry: hint in ms; each stream adds up to the same again.")
     stream_pace_ms: float = _setting(5.0, "While events are dense, a stream writes at most once per this many ms "
-                                    "(and the extraction child hands pages over no more often).")
+                                    "(and the worker reads the extraction child's pages no more often).")
     global_interval_ms: float = _setting(250.0, "The global stream sends coalesced job states at most this often.")
     max_streams: int = _setting(10000, "Most open event streams in one process; past it a stream gets 503.")
     max_streams_per_caller: int = _setting(100, "Most open event streams of one owner (or one address without "
