@@ -131,8 +131,9 @@ def test_a_child_that_keeps_crashing_fails_the_job_after_max_attempts(make_serve
         assert state["pages_done"] == 1 and state["attempts"] == 2
 
 
-# The head start: while a job runs, the child is already given the head of the queue, and starts it
-# the moment the job ends, before the job's end and the next claim are committed. The claim decides.
+# The head start: while a job runs, the child is already given the next jobs of the queue, and starts
+# each the moment the one before ends, before that end and the next claim are committed. The claims
+# decide.
 
 
 def submit_together(client: httpx.Client, *bodies: bytes) -> list[dict[str, Any]]:
@@ -203,6 +204,30 @@ def test_a_head_start_dropped_when_the_queue_empties_leaves_the_child_clean(make
         assert [t for _, t, _ in log_of(client, head["id"])] == ["queued", "cancelled"]
     if store_kind == "sqlite":
         assert len(dropped_head_starts(server)) == 1
+
+
+def test_a_job_cancelled_among_those_given_ahead_is_dropped_and_the_ones_behind_it_run(
+        make_server: type[Server], store_kind: str) -> None:
+    server = make_server(env={"PAGESTREAM_FAULT_PAGE_DELAY": "0.1"})
+    with server.client() as client:
+        running, second, cancelled, fourth = submit_together(
+            client, *(make_pdf([f"{name}{i}" for i in range(1, 4)]) for name in "abcd"))
+        deadline = time.monotonic() + 20
+        while client.get(f"/api/v1/jobs/{running['id']}").json()["pages_done"] < 1:  # the others were given
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert client.post(f"/api/v1/jobs/{cancelled['id']}/cancel").json()["state"] == "cancelled"
+        for job, name in ((running, "a"), (second, "b"), (fourth, "d")):
+            assert wait_for_state(client, job["id"], {"completed", "failed"})["state"] == "completed"
+            result = client.get(f"/api/v1/jobs/{job['id']}/result").json()
+            assert [p["text"].strip() for p in result["pages"]] == [f"{name}{i}" for i in range(1, 4)]
+            assert [d["page"]["number"] for _, t, d in log_of(client, job["id"]) if t == "page"] == [1, 2, 3]
+        assert [t for _, t, _ in log_of(client, cancelled["id"])] == ["queued", "cancelled"]
+        assert client.get(f"/api/v1/jobs/{cancelled['id']}/result").json()["pages"] == []
+        assert "pagestream_child_restarts_total{" not in client.get("/metrics").text
+    if store_kind == "sqlite":  # the third job's early run, and only it, was dropped
+        dropped = dropped_head_starts(server)
+        assert len(dropped) == 1 and cancelled["id"] in dropped[0], dropped
 
 
 def test_a_child_that_crashes_in_a_head_started_job_resumes_it_at_the_next_page(make_server: type[Server],

@@ -40,6 +40,8 @@ from .errors import Conflict, IdempotencyConflict, QueueFull, Unavailable
 from .jobs import FINISHED, CallbackState, DocumentKind, ErrorCode, EventType, Job, JobState, rfc3339
 
 T = TypeVar("T")
+# One step of a job's progress (Store.run_opened, Store.pages_extracted), committed with others in one write.
+Write = Callable[["_Tx"], None]
 
 log = logging.getLogger("pagestream.store")
 
@@ -684,19 +686,32 @@ class Store:
         return await self.write(lambda tx: _claim_next(tx, max_attempts))
 
     async def finish_and_claim(self, job_id: str, state: JobState, code: ErrorCode | None, message: str,
-                               max_attempts: int) -> tuple[Job, Job | None]:
-        """End a job and claim the next one in the same commit: between two jobs the extraction
-        child waits for one commit, not two."""
+                               max_attempts: int, progress: Sequence[Write] = ()) -> tuple[Job, Job | None]:
+        """End a job and claim the next one in the same commit (after the ``progress`` writes of its
+        run not yet committed): between two jobs the extraction child waits for one commit, not two."""
 
         def write(tx: _Tx) -> tuple[Job, Job | None]:
+            for step in progress:
+                step(tx)
             job = tx.job(job_id)
             assert job is not None
             return _finish(tx, job, state, code, message), _claim_next(tx, max_attempts)
 
         return await self.write(write)
 
+    async def write_all(self, steps: Sequence[Write]) -> None:
+        """Commit ``steps`` (from run_opened and pages_extracted) together, in order."""
 
-    async def start_run(self, job_id: str, pages_total: int, resume_from: int) -> None:
+        def write(tx: _Tx) -> None:
+            for step in steps:
+                step(tx)
+
+        await self.write(write)
+
+    @staticmethod
+    def run_opened(job_id: str, pages_total: int, resume_from: int) -> Write:
+        """The write that begins a run: the document opened with ``pages_total`` pages (the ``started`` event)."""
+
         def write(tx: _Tx) -> None:
             job = tx.job(job_id)
             assert job is not None
@@ -706,13 +721,14 @@ class Store:
                 "pages_done": job.pages_done,
             })
 
-        await self.write(write)
+        return write
 
-    async def record_pages(self, job_id: str, pages: Iterable[PageRow]) -> int:
-        """Store pages and append their events; a page already stored is skipped. Returns pages_done."""
+    @staticmethod
+    def pages_extracted(job_id: str, pages: Iterable[PageRow]) -> Write:
+        """The write that stores pages and appends their events; a page already stored is skipped."""
         pages = list(pages)
 
-        def write(tx: _Tx) -> int:
+        def write(tx: _Tx) -> None:
             (done, total) = tx.conn.execute(
                 "SELECT pages_done, pages_total FROM jobs WHERE id = ?", (job_id,)
             ).fetchone()
@@ -728,9 +744,8 @@ class Store:
                 tx.append(job_id, EventType.page, {"page": p.figures(), "pages_done": done, "pages_total": total},
                           page=p.number, text=p.text)
             tx.update(job_id, pages_done=done)
-            return int(done)
 
-        return await self.write(write)
+        return write
 
     async def retrying(self, job_id: str, code: ErrorCode, message: str) -> Job:
         """A run died (child crash): record it and begin the next run of the same job."""
@@ -759,8 +774,11 @@ class Store:
 
         await self.write(write)
 
-    async def finish(self, job_id: str, state: JobState, code: ErrorCode | None = None, message: str = "") -> Job:
+    async def finish(self, job_id: str, state: JobState, code: ErrorCode | None = None, message: str = "",
+                     progress: Sequence[Write] = ()) -> Job:
         def write(tx: _Tx) -> Job:
+            for step in progress:
+                step(tx)
             job = tx.job(job_id)
             assert job is not None
             return _finish(tx, job, state, code, message)
@@ -955,12 +973,12 @@ class Store:
 
         return await self.read(read)
 
-    async def next_queued(self) -> Job | None:
-        """The job at the head of the queue (the one the worker would claim next), without claiming it."""
+    async def queue_head(self, count: int) -> list[Job]:
+        """The first ``count`` queued jobs, in the order the worker will claim them (none is claimed)."""
 
-        def read(conn: Connection) -> Job | None:
-            row = conn.execute(_HEAD_OF_QUEUE).fetchone()
-            return None if row is None else _job(row)
+        def read(conn: Connection) -> list[Job]:
+            sql = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT ?"
+            return [_job(row) for row in conn.execute(sql, (count,))]
 
         return await self.read(read)
 

@@ -2,7 +2,9 @@
 
 It claims the oldest job, hands it to the extraction child (``pagestream.child``) and turns
 what the child sends into store writes — pages in batches, so a fast document costs one
-commit per batch and not one per page. It enforces the per-page stall timeout and the total
+commit per batch and not one per page, and a short one a single commit with its end and the
+next claim. The child is given the next few jobs of the queue ahead of their claims, so it
+never waits for the server between jobs; the claims decide (see _send_ahead). It enforces the per-page stall timeout and the total
 timeout, cancels at a page boundary (killing the child if it does not get there within the
 grace period), and takes a job up again from its next unfinished page when the child dies.
 
@@ -19,6 +21,7 @@ import struct
 import sys
 import time
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,7 @@ from .errors import InsufficientStorage, Unavailable
 from .jobs import ErrorCode, Job, JobState, parse_pages
 from .metrics import Metrics
 from .settings import Settings
-from .store import Commit, PageRow, Store
+from .store import Commit, PageRow, Store, Write
 from .webhooks import Deliverer
 
 log = logging.getLogger("pagestream.worker")
@@ -42,6 +45,9 @@ _LEASE_LOST = {"t": "_lease_lost"}
 _CONTROLS = frozenset({"_cancel", "_shutdown", "_lease_lost"})  # the worker's own messages, not the child's
 # Seconds between looks at the worker's lease (taking it as a standby; checking it as the worker).
 LEASE_POLL = 1.0
+# Runs given to the child ahead of their claims: enough that a few one-page documents in a row
+# never leave it waiting for the worker's commits.
+RUNS_AHEAD = 4
 # Seconds to wait before trying again when the store cannot be written.
 STORAGE_BACKOFF = 2.0
 
@@ -237,7 +243,8 @@ class Worker:
         self._leased = False
         self._claimed: Job | None = None  # the next job, claimed as the last one finished
         # (job id, run command) the child was given as the last job ended, before this job was claimed.
-        self._ahead: tuple[str, dict[str, Any]] | None = None
+        # (job id, run command) of the runs given to the child before their jobs were claimed, in order.
+        self._ahead: list[tuple[str, dict[str, Any]]] = []
         self.deliverer = Deliverer(store, settings, self.metrics)
         # The fields of extraction.Limits; the server never imports the parsers themselves.
         self._limits = {
@@ -288,7 +295,7 @@ class Worker:
         if self._child is not None:
             await self._child.close()
             self._child = None
-        self._ahead = None
+        self._ahead = []
         await asyncio.to_thread(self._lease.release)
 
     # -- the loop
@@ -348,7 +355,7 @@ class Worker:
                 await asyncio.sleep(1.0)
                 continue
             if job is None:
-                await self._abandon_ahead(None)
+                await self._drop_ahead(None)
                 # Woken by a submission; the poll catches jobs queued by other processes.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 1.0)
@@ -396,14 +403,16 @@ class Worker:
                      extra={"child_pid": self._child.pid, "cause": cause})
             self.metrics.child_restarts.labels(cause).inc()
             self._child = None
-        self._ahead = None
+        self._ahead = []
 
-    async def _finish(self, job_id: str, state: JobState, code: ErrorCode | None = None, message: str = "") -> None:
+    async def _finish(self, job_id: str, state: JobState, code: ErrorCode | None = None, message: str = "",
+                      progress: Sequence[Write] = ()) -> None:
+        """End the job, after the ``progress`` of its run not committed yet, in one commit."""
         if self._stopping or not self._leased:
-            job = await self.store.finish(job_id, state, code, message)
+            job = await self.store.finish(job_id, state, code, message, progress)
         else:  # and take the next job in the same commit
             job, self._claimed = await self.store.finish_and_claim(job_id, state, code, message,
-                                                                   self.settings.max_attempts)
+                                                                   self.settings.max_attempts, progress)
         log.info("job %s %s", job_id, state.value, extra={
             "job_id": job_id, "state": state.value, "code": code.value if code else None,
             "pages_done": job.pages_done, "attempts": job.attempts,
@@ -452,36 +461,43 @@ class Worker:
             "done": sorted(done), "limits": self._limits,
         }
 
-    async def _send_ahead(self, child: Child) -> bool:
-        """Give the child the head of the queue now, so that it starts it the moment the current run
-        ends, while that job's end and the next claim are committed. Only a head start: the claim
-        decides, and a run the claim does not confirm is stopped and dropped (_abandon_ahead).
-        True if a run was given."""
-        candidate = await self._head_of_queue()
-        if candidate is None or candidate.pages_done or candidate.cancel_requested:
-            return False
-        if self._stopping or not self._leased or self._child is not child or self._ahead is not None:
-            return False
-        command = self._command(candidate, str(self.settings.spool_dir / candidate.spool_name), set())
-        child.send(command)
-        self._ahead = (candidate.id, command)
-        return True
-
-    async def _head_of_queue(self) -> Job | None:
+    async def _send_ahead(self, child: Child) -> None:
+        """Give the child the next jobs of the queue now (up to RUNS_AHEAD of them), so that it goes
+        from one to the next without waiting for the server: for a short document the child is
+        faster than a claim's commit. Only a head start: the claims decide, and a run a claim
+        does not confirm is stopped and dropped (_drop_ahead)."""
         try:
-            return await self.store.next_queued()
-        except Exception:  # noqa: BLE001  # only a hint for a head start: the claim decides
-            return None
-
-    async def _abandon_ahead(self, next_job: str | None) -> None:
-        """The child was started early on a job that was not claimed after all (it was cancelled or
-        deleted meanwhile): stop that run and drop what it sent (but not a worker message meant
-        for ``next_job``, the run about to start)."""
-        if self._ahead is None or self._child is None:
-            self._ahead = None
+            head = await self.store.queue_head(RUNS_AHEAD)
+        except Exception:  # noqa: BLE001  # only a hint for a head start: the claims decide
             return
-        (job_id, _), child = self._ahead, self._child
-        self._ahead = None
+        if self._stopping or not self._leased or self._child is not child:
+            return
+        given = [job_id for job_id, _ in self._ahead]
+        if [job.id for job in head[:len(given)]] != given:
+            return  # the queue changed under the runs given: the next claim sorts it out first
+        for job in head[len(given):]:
+            if job.pages_done or job.cancel_requested:
+                break  # its run needs what the claim finds; the ones behind it must wait for it
+            command = self._command(job, str(self.settings.spool_dir / job.spool_name), set())
+            child.send(command)
+            self._ahead.append((job.id, command))
+
+    async def _drop_ahead(self, next_job: str | None, command: dict[str, Any] | None = None) -> bool:
+        """Stop and drop the runs given ahead that were not claimed after all (cancelled or deleted
+        meanwhile), up to the one of ``next_job`` if it was given with ``command``; True if it
+        was (its messages are next in the inbox). Worker messages meant for ``next_job`` stay."""
+        while self._ahead:
+            if self._ahead[0] == (next_job, command):
+                self._ahead.pop(0)
+                return True
+            job_id, _ = self._ahead.pop(0)
+            await self._drop_run(job_id, next_job)
+        return False
+
+    async def _drop_run(self, job_id: str, next_job: str | None) -> None:
+        child = self._child
+        if child is None:
+            return
         log.info("job %s was started early but not claimed (cancelled or deleted meanwhile); that run is dropped",
                  job_id, extra={"job_id": job_id})
         child.send({"op": "stop", "job": job_id})
@@ -502,24 +518,32 @@ class Worker:
             elif kind in ("end", "fail", "stopped"):
                 break
         if self._child is child:
-            for message in controls:
-                child.inbox.put_nowait(message)
+            child.put_back(controls)
 
     async def _one_run(self, job: Job, path: str, deadline: float) -> None:
         done = await self.store.done_pages(job.id) if job.pages_done else set()
         command = self._command(job, path, done)
-        if self._child is not None and self._ahead == (job.id, command):
-            child, self._ahead = self._child, None  # started early: what it sent is in its inbox
+        if self._child is not None and await self._drop_ahead(job.id, command):
+            child = self._child  # started early: what it sent is in its inbox
         else:
-            await self._abandon_ahead(job.id)
             child = await self._child_ready()
             child.clear(job.id)  # nothing of an earlier job may leak into this one
             child.send(command)
-        # The next job goes to the child now: it starts it the moment this one ends, without waiting
-        # for this job's end to be read and committed. (A shared store's worker fetches each upload
+        # The next jobs go to the child now: it starts each the moment the one before ends, without
+        # waiting for that end to be read and committed. (A shared store's worker fetches each upload
         # from the store first: no head start there.)
+        # The queue is read beside the run, not before it: this job's messages do not wait for it.
         head_start = not self.store.shared
-        ahead = head_start and await self._send_ahead(child)
+        sending = asyncio.ensure_future(self._send_ahead(child)) if head_start else None
+        try:
+            await self._run_messages(job, child, deadline, sending)
+        finally:
+            if sending is not None:
+                await sending
+
+    async def _run_messages(self, job: Job, child: Child, deadline: float,
+                            sending: asyncio.Future[None] | None) -> None:
+        """Turn what the child sends for the run of ``job`` into store writes until the run ends."""
         settings = self.settings
         stop_deadline: float | None = None  # set once a stop was sent to the child
         stop_reason: JobState | None = None  # cancelled, or queued again for a shutdown
@@ -548,37 +572,46 @@ class Worker:
                     await self._finish(job.id, JobState.failed, ErrorCode.page_timeout,
                                             f"a page took longer than {settings.page_timeout:g} s")
                 return
-            # Everything the child has sent so far, handled in order; runs of pages are stored in one write.
+            # Everything the child has sent so far, handled in order. What the run did (opened, pages) is
+            # committed in one write, with the job's end when that is in the batch too: a one-page
+            # document costs one commit, not three.
             batch = [first, *child.drain()]
-            if head_start and not ahead and any(_run_over(m) for m in batch):
-                ahead = await self._send_ahead(child)  # the queue was empty as this job began; maybe not now
+            if sending is not None and sending.done() and not self._ahead and any(_run_over(m) for m in batch):
+                await self._send_ahead(child)  # the queue was empty as this job began; maybe not now
             pages: list[PageRow] = []
+            progress: list[Write] = []
             for index, message in enumerate([*batch, None]):
                 if message is not None and message["t"] == "page":
                     pages.append(PageRow(message["number"], message["chars"], message["words"], message["ms"],
                                          message["method"], message["error"], message["text"]))
                     continue
                 if pages:
-                    await self.store.record_pages(job.id, pages)
+                    progress.append(Store.pages_extracted(job.id, pages))
                     pages = []
                 if message is None:
+                    if progress:
+                        await self.store.write_all(progress)
                     break
                 kind = message["t"]
-                if kind in ("end", "fail", "stopped"):
-                    child.put_back(batch[index + 1:])  # the run given ahead has begun: its messages are next
                 if kind == "open":
                     opened = True
-                    await self.store.start_run(job.id, message["pages_total"], message["resume_from"])
-                elif kind == "end":
-                    await self._finish(job.id, JobState.completed)
+                    progress.append(Store.run_opened(job.id, message["pages_total"], message["resume_from"]))
+                    continue
+                if kind in ("end", "fail", "stopped"):
+                    child.put_back(batch[index + 1:])  # the run given ahead has begun: its messages are next
+                if kind == "end":
+                    await self._finish(job.id, JobState.completed, progress=progress)
                     return
-                elif kind == "fail":
+                if kind == "fail":
                     code = ErrorCode(message["code"])
                     if code is ErrorCode.memory_limit:
                         await self._discard_child("memory limit")
-                    await self._finish(job.id, JobState.failed, code, message["message"])
+                    await self._finish(job.id, JobState.failed, code, message["message"], progress)
                     return
-                elif kind == "stopped":
+                if progress:  # durable before anything else is done about the run
+                    await self.store.write_all(progress)
+                    progress = []
+                if kind == "stopped":
                     await self._stopped(job, stop_reason)
                     return
                 elif kind == "_lease_lost":
