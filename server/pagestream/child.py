@@ -88,6 +88,7 @@ class Inbox:
             self.stops.add(message.get("job"))
         return True
 
+
 def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
     chunks, left = [], size
     while left:

@@ -4,9 +4,10 @@ It claims the oldest job, hands it to the extraction child (``pagestream.child``
 what the child sends into store writes — pages in batches, so a fast document costs one
 commit per batch and not one per page, and a short one a single commit with its end and the
 next claim. The child is given the next few jobs of the queue ahead of their claims, so it
-never waits for the server between jobs; the claims decide (see _send_ahead). It enforces the per-page stall timeout and the total
-timeout, cancels at a page boundary (killing the child if it does not get there within the
-grace period), and takes a job up again from its next unfinished page when the child dies.
+never waits for the server between jobs; the claims decide (see _send_ahead). It enforces the
+per-page stall timeout and the total timeout, cancels at a page boundary (killing the child if
+it does not get there within the grace period), and takes a job up again from its next
+unfinished page when the child dies.
 
 Every store write appends the matching event, and the store hands committed events to the
 hub, so the worker never talks to a watcher.
@@ -138,9 +139,9 @@ class Child:
             return f"the child was killed by signal {-code}"
         return f"the child exited with status {code}"
 
-    async def wait(self) -> int:
+    async def wait(self) -> None:
+        """Until the process has exited (its status is then ``returncode``)."""
         await asyncio.shield(self.protocol.exited)
-        return self.transport.get_returncode() or 0
 
     async def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -242,7 +243,6 @@ class Worker:
         self._lease = Lease(store.db)
         self._leased = False
         self._claimed: Job | None = None  # the next job, claimed as the last one finished
-        # (job id, run command) the child was given as the last job ended, before this job was claimed.
         # (job id, run command) of the runs given to the child before their jobs were claimed, in order.
         self._ahead: list[tuple[str, dict[str, Any]]] = []
         self.deliverer = Deliverer(store, settings, self.metrics)
