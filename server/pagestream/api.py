@@ -332,9 +332,9 @@ async def cancel(request: Request) -> Response:
 async def retry(request: Request) -> Response:
     svc = services(request)
     job_id = request.path_params["job_id"]
-    _exists(await svc.store.retry(job_id, svc.settings.max_queued_jobs, _owner(request)), job_id)
+    job, position = _exists(await svc.store.retry(job_id, svc.settings.max_queued_jobs, _owner(request)), job_id)
     svc.worker.wake()
-    return json_response(await _job_body(svc, job_id), 202)
+    return json_response(job.as_dict(position), 202)  # as queued: a quick job may be done again by a re-read
 
 
 async def delete(request: Request) -> Response:

@@ -806,10 +806,11 @@ class Store:
 
         return await self.write(write)
 
-    async def retry(self, job_id: str, max_queued: int, owner: str | None = None) -> Job | None:
-        """Put a failed or cancelled job at the end of the queue again; its finished pages are kept."""
+    async def retry(self, job_id: str, max_queued: int, owner: str | None = None) -> tuple[Job, int] | None:
+        """Put a failed or cancelled job at the end of the queue again; its finished pages are kept.
+        The job and its position as committed: the worker may run it before anyone reads it again."""
 
-        def write(tx: _Tx) -> Job | None:
+        def write(tx: _Tx) -> tuple[Job, int] | None:
             job = _visible(tx.job(job_id), owner)
             if job is None:
                 return None
@@ -823,8 +824,11 @@ class Store:
                       error_message=None, cancel_requested=0)
             if job.callback_url:
                 tx.update(job_id, callback_state=CallbackState.waiting.value, callback_due_at=None)
-            tx.append(job_id, EventType.queued, {"position": tx.position(seq)})
-            return tx.job(job_id)
+            position = tx.position(seq)
+            tx.append(job_id, EventType.queued, {"position": position})
+            job = tx.job(job_id)
+            assert job is not None
+            return job, position
 
         return await self.write(write)
 
