@@ -42,9 +42,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pagestream.hub")
 
-#: Seconds of pace per watching stream (a write costs about 20–25 µs of loop time; twice that keeps
-#: the loop at most about half busy with one job's streams).
-PER_STREAM_PACE = 50e-6
+#: Seconds of pace per watching stream. A write costs 40–50 µs of loop time on two busy cores (B2 at
+#: 2,000 streams, B5's 200 streams of a fast job): twice that keeps the loop about half busy with one
+#: job's streams. At 50 µs the loop was saturated, and events waited behind the writes.
+PER_STREAM_PACE = 100e-6
 #: How often every stream is woken to look at its age (and end it when it is old enough).
 AGE_TICK = 5.0
 #: Streams woken in one turn of the event loop; the rest wake in the turns after (see Wakeup).
