@@ -334,7 +334,7 @@ async def retry(request: Request) -> Response:
     job_id = request.path_params["job_id"]
     job, position = _exists(await svc.store.retry(job_id, svc.settings.max_queued_jobs, _owner(request)), job_id)
     svc.worker.wake()
-    return json_response(job.as_dict(position), 202)  # as queued: a quick job may be done again by a re-read
+    return json_response(job.as_dict(position), 202)  # as committed: a re-read may find a quick job run again
 
 
 async def delete(request: Request) -> Response:

@@ -158,8 +158,8 @@ _JOB_COLUMNS = (
 )
 
 
-# The next queued job, in first-in first-out order.
-_HEAD_OF_QUEUE = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT 1"
+# The first queued jobs (as many as the parameter says), in the first-in first-out order claims take.
+_HEAD_OF_QUEUE = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT ?"
 
 
 def _job(row: Sequence[Any]) -> Job:
@@ -981,8 +981,7 @@ class Store:
         """The first ``count`` queued jobs, in the order the worker will claim them (none is claimed)."""
 
         def read(conn: Connection) -> list[Job]:
-            sql = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT ?"
-            return [_job(row) for row in conn.execute(sql, (count,))]
+            return [_job(row) for row in conn.execute(_HEAD_OF_QUEUE, (count,))]
 
         return await self.read(read)
 
@@ -1093,7 +1092,7 @@ def _claim_next(tx: _Tx, max_attempts: int) -> Job | None:
             "pages_done": job.pages_done,
         })
         return _begin_run(tx, job)
-    row = tx.conn.execute(_HEAD_OF_QUEUE).fetchone()
+    row = tx.conn.execute(_HEAD_OF_QUEUE, (1,)).fetchone()
     if row is None:
         return None
     tx.commit.queue_moved = True
