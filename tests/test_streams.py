@@ -128,6 +128,76 @@ def test_many_watchers_see_the_same_events(make_server: type[Server]) -> None:
     assert results[0][-1][1] == "completed"
 
 
+@pytest.mark.parametrize("ring_size", ["1024", "4"])
+def test_watchers_opening_one_after_another_while_a_job_runs_each_get_the_whole_log(
+    make_server: type[Server], ring_size: str
+) -> None:
+    # The first watcher reads the log from the store and its read fills the ring for the watchers
+    # after it (a ring of 4 takes only what fits); text and plain watchers share it. Each one must
+    # still get every event exactly once, in order, and a text watcher every page's text.
+    server = make_server(env={"PAGESTREAM_FAULT_PAGE_DELAY": "0.05", "PAGESTREAM_RING_SIZE": ring_size})
+    results: dict[int, list[Event]] = {}
+    with server.client() as client:
+        job = submit(client, [f"words of page {i}" for i in range(1, 31)])
+        wait_for_state(client, job["id"], {"running"})
+
+        def watch(n: int) -> None:
+            with server.client() as own:
+                results[n] = stream(own, job["id"], **({"text": 1} if n % 2 else {}))
+
+        threads = []
+        for n in range(12):
+            threads.append(threading.Thread(target=watch, args=(n,)))
+            threads[-1].start()
+            time.sleep(0.08)
+        for t in threads:
+            t.join(60)
+    assert sorted(results) == list(range(12))
+    ids = [[e.id for e in results[n] if e.id is not None] for n in range(12)]
+    assert all(i == list(range(1, len(ids[0]) + 1)) for i in ids)
+    for n, events in results.items():
+        pages = [e.data["page"] for e in events if e.type == "page"]
+        assert [p["number"] for p in pages] == list(range(1, 31))
+        assert all(p["text"].strip() == f"words of page {p['number']}" for p in pages) if n % 2 else \
+            all("text" not in p for p in pages)
+        assert events[-1].type == "completed"
+
+
+def test_the_ring_takes_only_events_that_keep_its_ids_contiguous() -> None:
+    import asyncio
+
+    from pagestream.hub import Channel
+    from pagestream.jobs import EventType
+    from pagestream.store import StoredEvent
+
+    def events(first: int, last: int) -> list[StoredEvent]:
+        return [StoredEvent.of("j", i, EventType.page, b"{}", None) for i in range(first, last + 1)]
+
+    def ids(found: list[StoredEvent] | None) -> list[int] | None:
+        return None if found is None else [e.id for e in found]
+
+    loop = asyncio.new_event_loop()
+    try:
+        channel = Channel("j", 5, 0.005, loop)
+        channel.keep(events(1, 3), newest=False)  # a read that may stop short of the newest: a gap could follow
+        assert ids(channel.events_after(0)) is None
+        channel.keep(events(1, 3), newest=True)
+        for event in events(3, 4):  # 3 was committed during the read and is delivered after it: once only
+            channel.append(event)
+        assert ids(channel.events_after(0)) == [1, 2, 3, 4]
+        assert ids(channel.events_after(2)) == [3, 4] and ids(channel.events_after(4)) == []
+
+        channel = Channel("j", 5, 0.005, loop)
+        for event in events(10, 12):
+            channel.append(event)
+        channel.keep(events(1, 7), newest=False)  # 8 and 9 missing: nothing goes in
+        assert ids(channel.events_after(9)) == [10, 11, 12] and ids(channel.events_after(8)) is None
+        channel.keep(events(1, 11), newest=False)  # only as many as fit, the newest of the older ones
+        assert ids(channel.events_after(7)) == [8, 9, 10, 11, 12] and ids(channel.events_after(6)) is None
+    finally:
+        loop.close()
+
+
 def test_queued_jobs_see_their_position_fall(make_server: type[Server]) -> None:
     server = make_server(env={"PAGESTREAM_FAULT_PAGE_DELAY": "0.3"})
     with server.client() as client:

@@ -6,7 +6,8 @@ watchers the hub keeps a :class:`Channel`: a small ring of the job's latest enco
 and one shared future that all its streams wait on. Delivery appends to the ring and
 resolves the future — the hub never writes to a stream and never waits for one; each stream
 is a cursor that, once woken, takes what it has not sent yet (from the ring, or from the
-store if it has fallen behind the ring).
+store if it has fallen behind the ring). What a stream reads from the store goes into the ring
+where it fits, so the watchers that open after it catch up from memory.
 
 While events are dense, a channel wakes its streams at most once per ``stream_pace_ms``, so
 a fast document with many watchers costs one write per stream per pace interval, carrying
@@ -139,13 +140,41 @@ class Channel:
         ring = self.ring
         if not ring:
             return None
-        first = ring[0].id
-        if after + 1 < first:
-            return None
-        if after >= ring[-1].id:
+        # Ids in the ring are contiguous (see keep), so the newest ``missing`` events are the ones after ``after``.
+        missing = ring[-1].id - after
+        if missing <= 0:
             return []
-        # A channel receives every event of its job from its creation on, so ids in the ring are contiguous.
-        return list(itertools.islice(ring, after + 1 - first, None))
+        if missing > len(ring):
+            return None
+        # Taken from the newest end: a live stream is a few events behind, and walking a full ring from
+        # its oldest end for every write cost more than the rest of the stream's turn.
+        events = list(itertools.islice(reversed(ring), missing))
+        events.reverse()
+        return events
+
+    def append(self, event: StoredEvent) -> None:
+        """A newly committed event (one a stream's read already put in the ring is not added twice)."""
+        ring = self.ring
+        if not ring or event.id > ring[-1].id:
+            ring.append(event)
+
+    def keep(self, events: list[StoredEvent], newest: bool) -> None:
+        """Events a stream read from the store, put in the ring where they fit, so that the streams
+        opening after it catch up from memory instead of each reading and decoding the log again (a
+        job's watchers often open together, while it runs). ``newest``: the read reached the end of the
+        log, so an empty ring may start with it. Only events that keep the ring's ids contiguous go in."""
+        ring = self.ring
+        if not events or ring.maxlen is None:
+            return
+        if not ring:
+            if newest and not self.filling:
+                ring.extend(events)
+            return
+        first = ring[0].id
+        older = [event for event in events if event.id < first]
+        room = ring.maxlen - len(ring)
+        if older and room > 0 and older[-1].id == first - 1:
+            ring.extendleft(reversed(older[-room:]))
 
 
 @dataclasses.dataclass(slots=True)
@@ -278,7 +307,7 @@ class Hub:
             for event in commit.events:
                 channel = self.channels.get(event.job_id)
                 if channel is not None:
-                    channel.ring.append(event)
+                    channel.append(event)
                     urgent[event.job_id] = urgent.get(event.job_id, False) or event.terminal
         for job_id in commit.removed:
             channel = self.channels.get(job_id)
@@ -325,7 +354,8 @@ class Hub:
                 events = await self.store.events_after(channel.job_id, have, self.settings.ring_size, text=True)
                 if not events:
                     return
-                channel.ring.extend(events)
+                for event in events:
+                    channel.append(event)
                 channel.wake(now=any(e.terminal for e in events))
         except Exception:
             log.exception("could not read the new events of job %s", channel.job_id)

@@ -171,6 +171,7 @@ async def job_events(hub: Hub, job: Job, position: int | None, after: int, text:
             from_store = events is None
             if events is None:  # behind the ring (or it is empty): the store has everything
                 events = await store.events_after(job_id, cursor, REPLAY_BATCH, text)
+                channel.keep(events, newest=len(events) < REPLAY_BATCH)
             for event in events:
                 frames.append(event.text_frame if text and event.text_frame is not None else event.frame)
                 cursor = event.id
