@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -126,6 +127,11 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True, api
         store.listen(foreign)
         if run_worker:
             worker.start()
+        # Everything made so far lives as long as the server: out of the collector's way, so that a
+        # full collection looks only at what came later (with the modules and app in it, one took
+        # 37 ms of the event loop while 200 watchers opened a running job's stream).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

@@ -50,7 +50,7 @@ PER_STREAM_PACE = 100e-6
 #: How often every stream is woken to look at its age (and end it when it is old enough).
 AGE_TICK = 5.0
 #: Streams woken in one turn of the event loop; the rest wake in the turns after (see Wakeup).
-STREAMS_PER_TURN = 32
+STREAMS_PER_TURN = 8
 
 
 class Wakeup:
