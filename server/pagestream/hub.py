@@ -54,35 +54,40 @@ STREAMS_PER_TURN = 8
 
 
 class Wakeup:
-    """One wake-up shared by many streams, released a group at a time.
+    """One wake-up for many streams, released a group at a time.
 
     Resolving a single future that hundreds of streams wait on runs all of them in one turn of
     the event loop, and every timer, request and commit waits behind them all (200 streams of a
-    fast job held the loop for tens of milliseconds). Streams are spread over futures of about
-    STREAMS_PER_TURN each, by an ordinal of their own, and the futures are resolved one loop turn
-    after another, so other work runs in between.
+    fast job held the loop for tens of milliseconds). Streams are spread over groups of about
+    STREAMS_PER_TURN, by an ordinal of their own, and the groups are released one loop turn
+    after another, so other work runs in between. Each stream waits on a future of its own: its
+    task is woken directly, and a stream cancelled as its client leaves touches no other.
     """
 
-    __slots__ = ("_loop", "_futures")
+    __slots__ = ("_loop", "_groups")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._futures: list[asyncio.Future[None]] = [loop.create_future()]
+        self._groups: list[list[asyncio.Future[None]]] = [[]]
 
     def future(self, ordinal: int) -> asyncio.Future[None]:
-        """The future of the next wake-up for the stream numbered ``ordinal``."""
-        return self._futures[ordinal % len(self._futures)]
+        """A future that the next wake-up resolves, for the stream numbered ``ordinal``."""
+        future = self._loop.create_future()
+        self._groups[ordinal % len(self._groups)].append(future)
+        return future
 
     def fire(self, streams: int) -> None:
         """Wake every waiting stream (``streams`` is how many there are: it sets the next groups)."""
-        released = self._futures
-        self._futures = [self._loop.create_future() for _ in range(max(1, -(-streams // STREAMS_PER_TURN)))]
+        released = self._groups
+        self._groups = [[] for _ in range(max(1, -(-streams // STREAMS_PER_TURN)))]
         self._release(released, 0)
 
-    def _release(self, futures: list[asyncio.Future[None]], index: int) -> None:
-        futures[index].set_result(None)
-        if index + 1 < len(futures):
-            self._loop.call_soon(self._release, futures, index + 1)
+    def _release(self, groups: list[list[asyncio.Future[None]]], index: int) -> None:
+        for future in groups[index]:
+            if not future.done():  # cancelled: its stream has ended
+                future.set_result(None)
+        if index + 1 < len(groups):
+            self._loop.call_soon(self._release, groups, index + 1)
 
 
 class Channel:
@@ -110,8 +115,8 @@ class Channel:
         self._pace = pace
 
     def waiter(self, ordinal: int) -> asyncio.Future[None]:
-        """The future the next wake-up resolves for stream ``ordinal``; take it before looking for
-        news, await it after."""
+        """A future the next wake-up resolves, for stream ``ordinal``; take it before looking for
+        news, await it after (and take a new one only once it is done)."""
         return self._wakeup.future(ordinal)
 
     def wake(self, *, now: bool = False) -> None:

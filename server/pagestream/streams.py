@@ -126,12 +126,11 @@ _RECONNECT_SOON = b"retry: %d\n\n"
 async def _wait(waiter: asyncio.Future[None], deadline: float) -> bool:
     """Wait for the next wake-up; False once the stream is old enough to be closed.
 
-    The waiter is shared by every stream of the channel: shielded, so that a stream cancelled
-    by its client's disconnect does not cancel it for the others. No timer per wait: the hub
-    wakes every stream every AGE_TICK seconds, which is when the age is looked at."""
+    No timer per wait: the hub wakes every stream every AGE_TICK seconds, which is when the
+    age is looked at."""
     if time.monotonic() >= deadline:
         return False
-    await asyncio.shield(waiter)
+    await waiter
     return True
 
 
@@ -161,8 +160,10 @@ async def job_events(hub: Hub, job: Job, position: int | None, after: int, text:
         cursor = after
         sent_position = position
         deadline = time.monotonic() + hub.settings.max_stream_age
+        waiter = channel.waiter(ordinal)
         while True:
-            waiter = channel.waiter(ordinal)
+            if waiter.done():
+                waiter = channel.waiter(ordinal)
             frames: list[bytes] = []
             ended = False
             events = channel.events_after(cursor)
@@ -200,8 +201,10 @@ async def global_events(hub: Hub, scope: str | None) -> AsyncIterator[bytes]:
     version = -1
     ordinal = next(_ordinals)
     deadline = time.monotonic() + hub.settings.max_stream_age
+    waiter = hub.global_waiter(ordinal)
     while True:
-        waiter = hub.global_waiter(ordinal)
+        if waiter.done():
+            waiter = hub.global_waiter(ordinal)
         frames = None if version < 0 else hub.global_frames_after(version)
         if frames is None:
             version = hub.global_version
