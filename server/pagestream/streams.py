@@ -82,6 +82,7 @@ class EventStream(Response):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         hub, heartbeat = self.hub, self.hub.settings.heartbeat
+        send = scope.get("pagestream.send", send)  # the chunks: past the middleware (see app.App)
         self.task = task = asyncio.current_task()
         assert task is not None
         await receive()  # a GET's empty body; the next message can only be the disconnect
