@@ -156,3 +156,34 @@ def test_a_store_of_the_previous_schema_is_migrated_on_start_and_keeps_its_pages
         assert db.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
         assert db.execute("SELECT COUNT(*) FROM pages").fetchone() == (4,)
     db.close()
+
+
+def test_the_turnstile_lets_a_few_requests_begin_per_loop_turn_in_order() -> None:
+    # A burst of requests (hundreds of watchers opening a stream at once) begins a group per turn
+    # of the event loop; one cancelled while it waits (its client left) neither begins nor stalls
+    # the others.
+    import asyncio
+
+    from pagestream.app import Turnstile
+
+    async def main() -> tuple[list[int], list[int]]:
+        begun: list[int] = []
+
+        async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+            begun.append(scope["n"])
+
+        gate = Turnstile(app, per_turn=4)
+        tasks = [asyncio.ensure_future(gate({"type": "http", "n": n}, None, None)) for n in range(14)]
+        await asyncio.sleep(0)
+        tasks[9].cancel()
+        per_turn = []
+        for _ in range(12):
+            before = len(begun)
+            await asyncio.sleep(0)
+            per_turn.append(len(begun) - before)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return begun, per_turn
+
+    begun, per_turn = asyncio.run(main())
+    assert begun == [n for n in range(14) if n != 9]
+    assert max(per_turn) <= 4 and sum(1 for n in per_turn if n) >= 3  # 4 began at once, 9 in the turns after

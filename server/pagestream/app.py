@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import gc
 import logging
@@ -39,6 +41,10 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
+#: Requests that may begin in one turn of the event loop (see Turnstile).
+REQUESTS_PER_TURN = 4
+
+
 class SecurityHeaders:
     """Pure ASGI middleware (no BaseHTTPMiddleware: it breaks streaming and disconnects)."""
 
@@ -71,6 +77,53 @@ class App(Starlette):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["pagestream.send"] = send
         await super().__call__(scope, receive, send)
+
+
+class Turnstile:
+    """Pure ASGI middleware: at most ``per_turn`` requests begin in one turn of the event loop.
+
+    uvicorn starts the request of every connection a poll returned in the same turn, and each
+    runs the middleware, routing, authentication and its handler up to the first wait before it
+    yields: 65 watchers opening a running job's stream in the same instant held the loop for
+    20 ms, and every stream's writes and every other request waited. Past ``per_turn`` in a
+    turn, a request waits for a later turn, in order of arrival, a group per turn.
+    """
+
+    def __init__(self, app: ASGIApp, per_turn: int) -> None:
+        self.app = app
+        self.per_turn = per_turn
+        self._begun = 0  # requests begun in this turn
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._turn_ends = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            if self._waiting or self._begun >= self.per_turn:
+                future = asyncio.get_running_loop().create_future()
+                self._waiting.append(future)
+                self._end_turn_soon()
+                await future  # cancelled: its client left; the turn lets the next one through
+            self._begun += 1
+            self._end_turn_soon()
+        await self.app(scope, receive, send)
+
+    def _end_turn_soon(self) -> None:
+        if not self._turn_ends:
+            self._turn_ends = True
+            asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._turn_ends = False
+        self._begun = 0
+        let_in = 0
+        while self._waiting and let_in < self.per_turn:
+            future = self._waiting.popleft()
+            if not future.done():
+                future.set_result(None)
+                let_in += 1
+        self._begun = let_in  # they begin in the next turn; count them against it
+        if self._waiting or let_in:
+            self._end_turn_soon()
 
 
 class InsecureListen(ValueError):
@@ -156,7 +209,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True, api
     mounts = [*routes(), ui] if api else [route for route in routes() if route.path in ("/healthz", "/metrics")]
     app = App(
         routes=mounts,
-        middleware=[Middleware(RequestLog, metrics=metrics), Middleware(SecurityHeaders)],
+        middleware=[Middleware(Turnstile, per_turn=REQUESTS_PER_TURN), Middleware(RequestLog, metrics=metrics),
+                    Middleware(SecurityHeaders)],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_exception, ApiError: api_error, Exception: internal_error},
     )
