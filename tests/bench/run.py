@@ -740,6 +740,7 @@ def bench_b5(workdir: Path, quick: bool) -> dict[str, Any]:
     reps = 1 if quick else 3
     log(f"B5: event-loop lag, idle, then {reps} x a 1,000-page PDF job streamed by 200 clients")
     intervals = []
+    all_open = []  # when the 200th stream of each job was open
     loop_waits = []  # seconds the loop thread was runnable but waited for a CPU, per job
     try:
         idle_from = time.time()
@@ -752,6 +753,7 @@ def bench_b5(workdir: Path, quick: bool) -> dict[str, Any]:
             probe = load(server.port, 1, 1, "GET", "/healthz", b"", 600, 10**9, time.time(), 0.05)
             try:
                 fleet.connected()
+                all_open.append(time.time())
                 waited = run_queue_wait(server.pid)
                 done = wait_job(server.port, job_id, {"completed", "failed", "cancelled"}, poll=0.25)
                 loop_waits.append(run_queue_wait(server.pid) - waited)
@@ -770,6 +772,8 @@ def bench_b5(workdir: Path, quick: bool) -> dict[str, Any]:
         samples.append((float(t), int(lag)))
     idle = [lag for t, lag in samples if idle_from + 0.5 <= t <= idle_to]
     busy = [lag for t, lag in samples if any(a <= t <= b for a, b, _ in intervals)]
+    # The same, from the moment every stream was open: without the 200 connections' arrival.
+    steady = [lag for t, lag in samples if any(o <= t <= b for o, (_, b, _) in zip(all_open, intervals))]
     result = {
         "jobs": reps, "pages_per_job": [p for _, _, p in intervals],
         "job_seconds": [b - a for a, b, _ in intervals],
@@ -777,10 +781,13 @@ def bench_b5(workdir: Path, quick: bool) -> dict[str, Any]:
         "idle_lag_p50_ms": _ms(percentile(idle, 50)), "idle_lag_p99_ms": _ms(percentile(idle, 99)),
         "busy_lag_p50_ms": _ms(percentile(busy, 50)), "busy_lag_p99_ms": _ms(percentile(busy, 99)),
         "busy_lag_max_ms": _ms(max(busy) if busy else None),
+        "steady_samples": len(steady), "steady_lag_p99_ms": _ms(percentile(steady, 99)),
+        "streams_open_after_s": [o - a for o, (a, _, _) in zip(all_open, intervals)],
         "idle_healthz_p99_ms": _s_ms(percentile(idle_health, 99)),
         "loop_cpu_wait_s": loop_waits,
     }
-    log(f"  lag p99: busy {result['busy_lag_p99_ms']} ms ({len(busy)} samples), idle {result['idle_lag_p99_ms']} ms; "
+    log(f"  lag p99: busy {result['busy_lag_p99_ms']} ms ({len(busy)} samples; once all streams were open "
+        f"{result['steady_lag_p99_ms']} ms, {len(steady)} samples), idle {result['idle_lag_p99_ms']} ms; "
         f"jobs took {[round(s, 2) for s in result['job_seconds']]} s, during which the loop thread waited "
         f"{[round(w, 2) for w in loop_waits]} s for a CPU")
     return result
@@ -986,6 +993,9 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
         b = results["B5"]
         row("B5", "event-loop lag p99 ms, 1,000-page job + 200 streams", b["busy_lag_p99_ms"], b["idle_lag_p99_ms"],
             _div(b["busy_lag_p99_ms"], b["idle_lag_p99_ms"]), "≤ 5 ms", b["busy_lag_p99_ms"] <= 5)
+        if b.get("steady_lag_p99_ms") is not None:
+            row("B5", "the same, once all 200 streams are open", b["steady_lag_p99_ms"], b["idle_lag_p99_ms"],
+                _div(b["steady_lag_p99_ms"], b["idle_lag_p99_ms"]), "(info)", None)
     if "B6" in results:
         b = results["B6"]
         live = None
