@@ -3,8 +3,8 @@
 The store hands every committed batch to :meth:`Hub.deliver` (on the event loop, after the
 commit, so no watcher ever sees an event a crash could take back). For each job with
 watchers the hub keeps a :class:`Channel`: a small ring of the job's latest encoded events
-and one shared future that all its streams wait on. Delivery appends to the ring and
-resolves the future — the hub never writes to a stream and never waits for one; each stream
+and a :class:`Wakeup` its streams wait on. Delivery appends to the ring and fires the wake-up
+— the hub never writes to a stream and never waits for one; each stream
 is a cursor that, once woken, takes what it has not sent yet (from the ring, or from the
 store if it has fallen behind the ring). What a stream reads from the store goes into the ring
 where it fits, so the watchers that open after it catch up from memory.
