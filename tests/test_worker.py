@@ -189,7 +189,10 @@ def test_a_head_start_dropped_when_the_queue_empties_leaves_the_child_clean(make
                                                                           store_kind: str) -> None:
     server = make_server(env={"PAGESTREAM_FAULT_PAGE_DELAY": "0.2"})
     with server.client() as client:
-        running, head = submit_together(client, make_pdf(["a1", "a2", "a3"]), make_pdf([f"b{i}" for i in range(1, 9)]))
+        # The cancel must land while the first job still runs: 6 pages leave it a second after page 1
+        # (3 left 0.4 s, which a loaded CI machine once used up).
+        running, head = submit_together(client, make_pdf([f"a{i}" for i in range(1, 7)]),
+                                        make_pdf([f"b{i}" for i in range(1, 9)]))
         deadline = time.monotonic() + 20
         while client.get(f"/api/v1/jobs/{running['id']}").json()["pages_done"] < 1:
             assert time.monotonic() < deadline
