@@ -114,7 +114,6 @@ class Turnstile:
 
     def _next_turn(self) -> None:
         self._turn_ends = False
-        self._begun = 0
         let_in = 0
         while self._waiting and let_in < self.per_turn:
             future = self._waiting.popleft()

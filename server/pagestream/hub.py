@@ -70,8 +70,11 @@ class Wakeup:
         self._loop = loop
         self._groups: list[list[asyncio.Future[None]]] = [[]]
 
-    def future(self, ordinal: int) -> asyncio.Future[None]:
-        """A future that the next wake-up resolves, for the stream numbered ``ordinal``."""
+    def future(self, ordinal: int, held: asyncio.Future[None] | None = None) -> asyncio.Future[None]:
+        """A future that the next wake-up resolves, for the stream numbered ``ordinal``: ``held``,
+        the one it took before, while that is still pending (it is in the next wake-up's groups)."""
+        if held is not None and not held.done():
+            return held
         future = self._loop.create_future()
         self._groups[ordinal % len(self._groups)].append(future)
         return future
@@ -114,10 +117,10 @@ class Channel:
         self._wake_scheduled = False
         self._pace = pace
 
-    def waiter(self, ordinal: int) -> asyncio.Future[None]:
-        """A future the next wake-up resolves, for stream ``ordinal``; take it before looking for
-        news, await it after (and take a new one only once it is done)."""
-        return self._wakeup.future(ordinal)
+    def waiter(self, ordinal: int, held: asyncio.Future[None] | None = None) -> asyncio.Future[None]:
+        """A future the next wake-up resolves, for stream ``ordinal`` (see Wakeup.future); take it
+        before looking for news, await it after."""
+        return self._wakeup.future(ordinal, held)
 
     def wake(self, *, now: bool = False) -> None:
         """Wake the streams at once if the last wake-up was long enough ago, else at the end of the pace.
@@ -175,10 +178,12 @@ class Channel:
             if newest and not self.filling:
                 ring.extend(events)
             return
+        room = ring.maxlen - len(ring)
+        if room <= 0:  # a full ring has no room for older events
+            return
         first = ring[0].id
         older = [event for event in events if event.id < first]
-        room = ring.maxlen - len(ring)
-        if older and room > 0 and older[-1].id == first - 1:
+        if older and older[-1].id == first - 1:
             ring.extendleft(reversed(older[-room:]))
 
 
@@ -391,8 +396,8 @@ class Hub:
 
     # -- the global stream
 
-    def global_waiter(self, ordinal: int) -> asyncio.Future[None]:
-        return self._global_wakeup.future(ordinal)
+    def global_waiter(self, ordinal: int, held: asyncio.Future[None] | None = None) -> asyncio.Future[None]:
+        return self._global_wakeup.future(ordinal, held)
 
     def global_frames_after(self, version: int) -> list[tuple[int, GlobalFrame]] | None:
         """Frames newer than ``version``, or None if the short log no longer reaches back that far."""

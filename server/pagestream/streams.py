@@ -161,10 +161,9 @@ async def job_events(hub: Hub, job: Job, position: int | None, after: int, text:
         cursor = after
         sent_position = position
         deadline = time.monotonic() + hub.settings.max_stream_age
-        waiter = channel.waiter(ordinal)
+        waiter = None
         while True:
-            if waiter.done():
-                waiter = channel.waiter(ordinal)
+            waiter = channel.waiter(ordinal, waiter)
             frames: list[bytes] = []
             ended = False
             events = channel.events_after(cursor)
@@ -202,10 +201,9 @@ async def global_events(hub: Hub, scope: str | None) -> AsyncIterator[bytes]:
     version = -1
     ordinal = next(_ordinals)
     deadline = time.monotonic() + hub.settings.max_stream_age
-    waiter = hub.global_waiter(ordinal)
+    waiter = None
     while True:
-        if waiter.done():
-            waiter = hub.global_waiter(ordinal)
+        waiter = hub.global_waiter(ordinal, waiter)
         frames = None if version < 0 else hub.global_frames_after(version)
         if frames is None:
             version = hub.global_version
