@@ -161,10 +161,11 @@ def test_a_store_of_the_previous_schema_is_migrated_on_start_and_keeps_its_pages
 def test_the_turnstile_lets_a_few_requests_begin_per_loop_turn_in_order() -> None:
     # A burst of requests (hundreds of watchers opening a stream at once) begins a group per turn
     # of the event loop; one cancelled while it waits (its client left) neither begins nor stalls
-    # the others.
+    # the others. A stream's opening takes its turn from the same Turns (api.job_stream).
     import asyncio
 
     from pagestream.app import Turnstile
+    from pagestream.turns import Turns
 
     async def main() -> tuple[list[int], list[int]]:
         begun: list[int] = []
@@ -172,7 +173,7 @@ def test_the_turnstile_lets_a_few_requests_begin_per_loop_turn_in_order() -> Non
         async def app(scope, receive, send):  # type: ignore[no-untyped-def]
             begun.append(scope["n"])
 
-        gate = Turnstile(app, per_turn=4)
+        gate = Turnstile(app, turns=Turns(4))
         tasks = [asyncio.ensure_future(gate({"type": "http", "n": n}, None, None)) for n in range(14)]
         await asyncio.sleep(0)
         tasks[9].cancel()

@@ -41,6 +41,7 @@ from .schemas import Contract
 from .settings import Settings
 from .store import NewJob, Store
 from .streams import event_stream_response, global_events, job_events
+from .turns import Turns
 from .webhooks import check_callback_url
 from .worker import Worker
 
@@ -62,6 +63,7 @@ class Services:
     contract: Contract
     keys: Keys
     metrics: Metrics
+    turns: Turns
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -361,6 +363,7 @@ async def job_stream(request: Request) -> Response:
     except ValueError:
         raise BadRequest(f"Last-Event-ID / after must be an event id (a whole number ≥ 0), not {raw_after!r}") from None
     job, position = _exists(await svc.store.get(job_id, _owner(request)), job_id)
+    await svc.turns.wait()  # the reads of watchers who came together come back together (see Turns)
     if job.state.finished and after >= job.last_event_id:
         # The client has seen the end: 204 tells a browser's EventSource to stop reconnecting.
         return Response(status_code=204)

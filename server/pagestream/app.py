@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import contextlib
 import gc
 import logging
@@ -30,6 +28,7 @@ from .resources import web_dir
 from .schemas import Contract, openapi
 from .settings import Settings
 from .store import Commit, Store
+from .turns import Turns
 from .worker import Worker
 
 log = logging.getLogger("pagestream")
@@ -39,10 +38,6 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
-
-
-#: Requests that may begin in one turn of the event loop (see Turnstile).
-REQUESTS_PER_TURN = 4
 
 
 class SecurityHeaders:
@@ -80,49 +75,16 @@ class App(Starlette):
 
 
 class Turnstile:
-    """Pure ASGI middleware: at most ``per_turn`` requests begin in one turn of the event loop.
+    """Pure ASGI middleware: every HTTP request begins in its turn of the event loop (see turns.Turns)."""
 
-    uvicorn starts the request of every connection a poll returned in the same turn, and each
-    runs the middleware, routing, authentication and its handler up to the first wait before it
-    yields: 65 watchers opening a running job's stream in the same instant held the loop for
-    20 ms, and every stream's writes and every other request waited. Past ``per_turn`` in a
-    turn, a request waits for a later turn, in order of arrival, a group per turn.
-    """
-
-    def __init__(self, app: ASGIApp, per_turn: int) -> None:
+    def __init__(self, app: ASGIApp, turns: Turns) -> None:
         self.app = app
-        self.per_turn = per_turn
-        self._begun = 0  # requests begun in this turn
-        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
-        self._turn_ends = False
+        self.turns = turns
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            if self._waiting or self._begun >= self.per_turn:
-                future = asyncio.get_running_loop().create_future()
-                self._waiting.append(future)
-                self._end_turn_soon()
-                await future  # cancelled: its client left; the turn lets the next one through
-            self._begun += 1
-            self._end_turn_soon()
+            await self.turns.wait()
         await self.app(scope, receive, send)
-
-    def _end_turn_soon(self) -> None:
-        if not self._turn_ends:
-            self._turn_ends = True
-            asyncio.get_running_loop().call_soon(self._next_turn)
-
-    def _next_turn(self) -> None:
-        self._turn_ends = False
-        let_in = 0
-        while self._waiting and let_in < self.per_turn:
-            future = self._waiting.popleft()
-            if not future.done():
-                future.set_result(None)
-                let_in += 1
-        self._begun = let_in  # they begin in the next turn; count them against it
-        if self._waiting or let_in:
-            self._end_turn_soon()
 
 
 class InsecureListen(ValueError):
@@ -160,6 +122,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True, api
     keys = load_keys(settings)
     check_webhooks(settings)
     metrics = Metrics()
+    turns = Turns()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -179,7 +142,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True, api
         janitor = Janitor(store, settings)
         await janitor.start()
         worker = Worker(store, settings, metrics)
-        app.state.services = Services(settings, store, hub, worker, contract, keys, metrics)
+        app.state.services = Services(settings, store, hub, worker, contract, keys, metrics, turns)
 
         def foreign(commit: Commit | None) -> None:  # another process committed (PostgreSQL)
             assert hub is not None
@@ -208,7 +171,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True, api
     mounts = [*routes(), ui] if api else [route for route in routes() if route.path in ("/healthz", "/metrics")]
     app = App(
         routes=mounts,
-        middleware=[Middleware(Turnstile, per_turn=REQUESTS_PER_TURN), Middleware(RequestLog, metrics=metrics),
+        middleware=[Middleware(Turnstile, turns=turns), Middleware(RequestLog, metrics=metrics),
                     Middleware(SecurityHeaders)],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_exception, ApiError: api_error, Exception: internal_error},
