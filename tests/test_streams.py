@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -196,6 +197,54 @@ def test_the_ring_takes_only_events_that_keep_its_ids_contiguous() -> None:
         assert ids(channel.events_after(7)) == [8, 9, 10, 11, 12] and ids(channel.events_after(6)) is None
     finally:
         loop.close()
+
+
+def test_streams_that_need_the_same_read_of_the_store_share_one(tmp_path: Path) -> None:
+    # A job's watchers who open together, before the first read has filled the ring, share that
+    # read (a real SQLite store; its reads are only counted). A watcher that leaves while the read
+    # is under way does not cancel it for the others, and the read fills the ring.
+    import asyncio
+
+    from pagestream.hub import Channel
+    from pagestream.jobs import DocumentKind, JobState
+    from pagestream.store import NewJob, Store
+
+    async def main() -> None:
+        store = Store.from_url(f"sqlite:///{tmp_path / 'pagestream.db'}")
+        await store.open()
+        try:
+            job = NewJob(id="j1", filename="a.txt", kind=DocumentKind.text, size=1, sha256="0" * 64,
+                         spool_name="j1", pages_spec=None, password=None)
+            await store.enqueue([job], 10, 10)
+            await store.claim_next(3)
+            await store.finish("j1", JobState.completed)
+            whole = [e.id for e in await store.events_after("j1", 0, 100, text=False)]
+            assert len(whole) >= 2  # queued, ..., completed
+
+            reads = 0
+            real = store.events_after
+
+            async def counted(*args: object, **kwargs: object) -> list:  # type: ignore[type-arg]
+                nonlocal reads
+                reads += 1
+                return await real(*args, **kwargs)  # type: ignore[arg-type]
+
+            store.events_after = counted  # type: ignore[method-assign]
+            channel = Channel("j1", 1024, 0.005, asyncio.get_running_loop())
+            watchers = [asyncio.ensure_future(channel.read(store, 0, 100, False)) for _ in range(20)]
+            await asyncio.sleep(0)
+            watchers[0].cancel()  # the one whose read it is leaves
+            results = await asyncio.gather(*watchers[1:])
+            assert reads == 1
+            assert all([e.id for e in events] == whole for events in results)
+            assert [e.id for e in channel.events_after(0) or []] == whole  # the ring has them now
+            await channel.read(store, 0, 100, True)  # another kind of read (with the text) is its own
+            await channel.read(store, 0, 100, False)  # and one after the first ended reads again
+            assert reads == 3
+        finally:
+            await store.close()
+
+    asyncio.run(main())
 
 
 def test_queued_jobs_see_their_position_fall(make_server: type[Server]) -> None:

@@ -97,7 +97,7 @@ class Channel:
     """The live side of one job's event log: recent events and a wake-up shared by its streams."""
 
     __slots__ = ("job_id", "ring", "subscribers", "text_subscribers", "removed", "position", "position_frame",
-                 "wanted", "filling", "_wakeup", "_last_wake", "_wake_scheduled", "_pace", "_loop")
+                 "wanted", "filling", "_reads", "_wakeup", "_last_wake", "_wake_scheduled", "_pace", "_loop")
 
     def __init__(self, job_id: str, ring_size: int, pace: float, loop: asyncio.AbstractEventLoop) -> None:
         self.job_id = job_id
@@ -111,6 +111,8 @@ class Channel:
         #: Shared stores: the highest event id known to exist, and whether the ring is being filled to it.
         self.wanted = 0
         self.filling = False
+        #: Reads of the store under way for this job's streams, by (after, limit, text): see read.
+        self._reads: dict[tuple[int, int, bool], asyncio.Future[list[StoredEvent]]] = {}
         self._loop = loop
         self._wakeup = Wakeup(loop)
         self._last_wake = 0.0
@@ -165,6 +167,29 @@ class Channel:
         ring = self.ring
         if not ring or event.id > ring[-1].id:
             ring.append(event)
+
+    async def read(self, store: Store, after: int, limit: int, text: bool) -> list[StoredEvent]:
+        """Up to ``limit`` events after id ``after`` from the store, put in the ring (see keep).
+
+        Streams that need the same read at the same time share one: a job's watchers often open
+        together, before the first one's read has filled the ring, and when 200 opened a running
+        job's stream at once, their separate reads of the same log were about a tenth of the
+        server's CPU samples (the store's threads hold the GIL while they decode rows)."""
+        key = (after, limit, text)
+        reading = self._reads.get(key)
+        if reading is None:
+            reading = self._reads[key] = asyncio.ensure_future(store.events_after(self.job_id, after, limit, text))
+
+            def done(task: asyncio.Future[list[StoredEvent]]) -> None:
+                if self._reads.get(key) is task:
+                    del self._reads[key]
+                if not task.cancelled() and task.exception() is None:
+                    events = task.result()
+                    self.keep(events, newest=len(events) < limit)
+
+            reading.add_done_callback(done)
+        # Shielded: a stream that is cancelled (its client left) does not cancel the others' read.
+        return await asyncio.shield(reading)
 
     def keep(self, events: list[StoredEvent], newest: bool) -> None:
         """Events a stream read from the store, put in the ring where they fit, so that the streams

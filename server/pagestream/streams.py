@@ -171,15 +171,17 @@ async def job_events(hub: Hub, job: Job, position: int | None, after: int, text:
                 events = None  # written before any ?text=1 stream watched: the store puts the text back
             from_store = events is None
             if events is None:  # behind the ring (or it is empty): the store has everything
-                events = await store.events_after(job_id, cursor, REPLAY_BATCH, text)
-                channel.keep(events, newest=len(events) < REPLAY_BATCH)
+                events = await channel.read(store, cursor, REPLAY_BATCH, text)
             for event in events:
                 frames.append(event.text_frame if text and event.text_frame is not None else event.frame)
                 cursor = event.id
                 if event.terminal:
                     ended = True
                     break
-            if from_store and len(events) == REPLAY_BATCH and not ended:
+            if from_store and events and not ended:
+                # Look again before waiting: a longer replay goes on with the next batch, and a read
+                # shared with other streams (Channel.read) may have begun before this stream's
+                # wake-up was taken, so newer events may be in the ring already.
                 hub.delivered["job"] += len(frames)
                 yield b"".join(frames)
                 continue
