@@ -35,7 +35,7 @@ from .errors import (
 )
 from .hub import Hub
 from .intake import MultipartReceiver, SpoolFile, receive_raw
-from .jobs import ErrorCode, JobState, new_job_id, parse_pages
+from .jobs import ErrorCode, JobState, parse_pages
 from .metrics import CONTENT_TYPE, Metrics
 from .schemas import Contract
 from .settings import Settings
@@ -179,12 +179,10 @@ async def submit(request: Request) -> Response:
             _check_upload(spool)
         uploads = []
         for index, spool in enumerate(files):
-            job_id = new_job_id()
-            await spool.keep_as(job_id)
             uploads.append(NewJob(
-                id=job_id, filename=spool.filename if spool.filename != "upload" else _default_name(spool),
+                id=spool.job_id, filename=spool.filename if spool.filename != "upload" else _default_name(spool),
                 kind=spool.kind, size=spool.size, sha256=spool.sha256,  # type: ignore[arg-type]
-                spool_name=job_id, pages_spec=options.get("pages"), password=options.get("password"),
+                spool_name=spool.job_id, pages_spec=options.get("pages"), password=options.get("password"),
                 callback_url=options.get("callback_url"),
                 owner=caller(request).owner,
                 idempotency_key=None if key is None else (key if len(files) == 1 else f"{key}#{index}"),

@@ -13,7 +13,6 @@ import asyncio
 import errno
 import hashlib
 import os
-import secrets
 import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 
 from .errors import BadRequest, InsufficientStorage, TooLarge, Unavailable
-from .jobs import DocumentKind
+from .jobs import DocumentKind, new_job_id
 from .sniff import sniff
 
 HEAD_BYTES = 64 * 1024
@@ -41,6 +40,8 @@ class SpoolFile:
     path: Path
     filename: str
     limit: int
+    #: The job's id, which is also the file's name once the upload is whole (see finish).
+    job_id: str
     size: int = 0
     head: bytearray = field(default_factory=bytearray)
     _hash: Any = field(default_factory=hashlib.sha256)
@@ -51,7 +52,8 @@ class SpoolFile:
 
     @classmethod
     def create(cls, spool_dir: Path, filename: str, limit: int) -> SpoolFile:
-        return cls(spool_dir / f"{_UPLOAD_PREFIX}{secrets.token_hex(8)}", clean_filename(filename), limit)
+        job_id = new_job_id()
+        return cls(spool_dir / f"{_UPLOAD_PREFIX}{job_id}", clean_filename(filename), limit, job_id)
 
     @property
     def sha256(self) -> str:
@@ -89,19 +91,23 @@ class SpoolFile:
             raise _disk_error(exc) from exc
 
     async def finish(self) -> None:
-        """Write what is left, close the file and sniff its type (``kind``): one trip to a thread."""
+        """Write what is left, close the file, sniff its type (``kind``) and give the file its job's
+        name: one trip to a thread (under 50 concurrent uploaders, each trip waits its turn)."""
         data = self._take_pending()
 
         def finish() -> None:
             if data:
                 self._write(data)
-            if self._file is not None:
-                try:
-                    self._file.close()
-                except OSError as exc:
-                    raise _disk_error(exc) from exc
-            if self.size:
+            if self._file is None:
+                return  # nothing was sent: no file
+            try:
+                self._file.close()
                 self.kind = sniff(bytes(self.head), self.path, self.filename)
+                whole = self.path.with_name(self.job_id)
+                os.replace(self.path, whole)
+            except OSError as exc:
+                raise _disk_error(exc) from exc
+            self.path = whole
 
         await asyncio.to_thread(finish)
 
@@ -112,11 +118,6 @@ class SpoolFile:
             self.path.unlink(missing_ok=True)
 
         await asyncio.to_thread(remove)
-
-    async def keep_as(self, name: str) -> None:
-        """Give the spooled file its job's name (once the job is about to be written)."""
-        await asyncio.to_thread(os.replace, self.path, self.path.with_name(name))
-        self.path = self.path.with_name(name)
 
 
 def _disk_error(exc: OSError) -> Exception:
