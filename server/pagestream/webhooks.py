@@ -96,6 +96,9 @@ class Deliverer:
         in_flight: set[str] = set()
         async with httpx.AsyncClient(timeout=self.settings.webhook_timeout, follow_redirects=False) as client:
             while True:
+                # Cleared before the look, not after it: a wake-up that comes while the store is read
+                # (a retry's timer firing) then makes the next look at once, instead of after POLL.
+                self._wake.clear()
                 try:
                     # A little ahead: a timer may fire a hair before the due time it was set for.
                     for job in await self.store.due_callbacks(time.time() + 0.05, 50):
@@ -104,7 +107,6 @@ class Deliverer:
                             asyncio.create_task(self._deliver(client, limit, job, in_flight))
                 except Exception:
                     log.exception("could not look for due webhooks")
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), POLL)
 
