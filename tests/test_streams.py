@@ -271,19 +271,23 @@ def test_the_global_stream_syncs_then_sends_changes(make_server: type[Server]) -
         wait_for_state(client, done["id"], {"completed"})
         seen: list[Event] = []
         holder: dict[str, Any] = {}
+        synced = threading.Event()
 
         def watch() -> None:
             with server.client() as own, own.stream("GET", "/api/v1/events") as response:
                 assert response.status_code == 200
                 for event in read_events(response):
                     seen.append(event)
+                    synced.set()
                     states = {j["id"]: j["state"] for e in seen if e.type in ("sync", "jobs") for j in e.data["jobs"]}
                     if "id" in holder and states.get(holder["id"]) == "completed":
                         return
 
         watcher = threading.Thread(target=watch)
         watcher.start()
-        time.sleep(0.5)
+        # The job is submitted once the stream has its sync (a fixed sleep was too short on a loaded
+        # machine: the sync came after the job had finished, and no change was left to follow).
+        assert synced.wait(30)
         holder["id"] = submit(client, ["x", "y", "z"])["id"]
         watcher.join(30)
         assert not watcher.is_alive()
