@@ -181,8 +181,7 @@ class Channel:
             reading = self._reads[key] = asyncio.ensure_future(store.events_after(self.job_id, after, limit, text))
 
             def done(task: asyncio.Future[list[StoredEvent]]) -> None:
-                if self._reads.get(key) is task:
-                    del self._reads[key]
+                del self._reads[key]  # this task: only this callback removes an entry, and none replaces one
                 if not task.cancelled() and task.exception() is None:
                     events = task.result()
                     self.keep(events, newest=len(events) < limit)
