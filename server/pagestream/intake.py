@@ -62,6 +62,8 @@ class SpoolFile:
 
     async def write(self, chunks: list[bytes]) -> None:
         for data in chunks:
+            if not data:
+                continue  # an empty body makes no file (see finish)
             self.size += len(data)
             if self.size > self.limit:
                 raise TooLarge(f"{self.filename} is larger than the limit of {self.limit} bytes")
@@ -77,27 +79,30 @@ class SpoolFile:
         if self._pending:
             await asyncio.to_thread(self._write, self._take_pending())
 
-    def _take_pending(self) -> bytes:
-        data, self._pending, self._pending_size = b"".join(self._pending), [], 0
-        return data
+    def _take_pending(self) -> list[bytes]:
+        chunks, self._pending, self._pending_size = self._pending, [], 0
+        return chunks
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, chunks: list[bytes]) -> None:
+        # The chunks as they came, not joined: a join is one more copy of every byte, on the event
+        # loop, which under 50 concurrent 5 MB uploads already spends its turns copying bodies.
         try:
             if self._file is None:
                 self._file = open(self.path, "wb")  # noqa: SIM115 - closed in finish() or discard()
-            self._hash.update(data)
-            self._file.write(data)
+            for chunk in chunks:
+                self._hash.update(chunk)
+            self._file.writelines(chunks)
         except OSError as exc:
             raise _disk_error(exc) from exc
 
     async def finish(self) -> None:
         """Write what is left, close the file, sniff its type (``kind``) and give the file its job's
         name: one trip to a thread (under 50 concurrent uploaders, each trip waits its turn)."""
-        data = self._take_pending()
+        chunks = self._take_pending()
 
         def finish() -> None:
-            if data:
-                self._write(data)
+            if chunks:
+                self._write(chunks)
             if self._file is None:
                 return  # nothing was sent: no file
             try:
