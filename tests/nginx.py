@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .server import ROOT, _children, free_port
+from .server import ROOT, child_processes, free_port
 
 README_SECTION = "Behind a reverse proxy"
 
@@ -191,7 +191,7 @@ class Nginx:
         """Fast shutdown (SIGTERM) of the master and its worker; SIGKILL if it lingers."""
         if self.process is None:
             return
-        workers = _children(self.process.pid)
+        workers = child_processes(self.process.pid)
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(10)

@@ -81,7 +81,7 @@ class Server:
         """SIGKILL the server and, like a crash of the machine's process tree, its extraction child."""
         if self.process is None:
             return
-        children = _children(self.process.pid)
+        children = child_processes(self.process.pid)
         self.process.send_signal(signal.SIGKILL)
         self.process.wait()
         for pid in children:
@@ -128,7 +128,8 @@ class Server:
         return httpx.Client(base_url=self.url, timeout=30, event_hooks={"response": [check_response]}, **kwargs)
 
 
-def _children(pid: int) -> list[int]:
+def child_processes(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():

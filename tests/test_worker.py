@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ import httpx
 import pytest
 
 from .docs import make_pdf
-from .server import Server, read_events, wait_for_state
+from .server import ROOT, Server, child_processes, free_port, read_events, wait_for_state
 
 pytestmark = pytest.mark.stores("sqlite", "postgresql")
 
@@ -80,6 +82,27 @@ def test_the_total_timeout_fails_the_job_with_job_timeout(make_server: type[Serv
         failed = wait_for_state(client, job["id"], {"failed"}, timeout=20)
         assert failed["error"]["code"] == "job_timeout"
         assert 1 <= failed["pages_done"] < 20
+
+
+@pytest.mark.stores("sqlite")  # the child's priority; the store plays no part
+def test_the_extraction_child_runs_child_nice_below_the_server(make_server: type[Server]) -> None:
+    server = make_server(settings={"child_nice": 7})
+    with server.client() as client:
+        job = submit(client, make_pdf(["one page"]))
+        assert wait_for_state(client, job["id"], {"completed"})["pages_done"] == 1
+    assert server.process is not None
+    children = child_processes(server.process.pid)
+    assert len(children) == 1
+    server_nice = os.getpriority(os.PRIO_PROCESS, server.process.pid)
+    assert os.getpriority(os.PRIO_PROCESS, children[0]) == min(19, server_nice + 7)
+
+
+def test_a_child_nice_outside_0_to_19_is_refused(tmp_path: Path) -> None:
+    for value in ("-1", "20"):
+        refused = subprocess.run([sys.executable, "-m", "pagestream", "serve", "--port", str(free_port()),
+                                  "--data-dir", str(tmp_path), "--child-nice", value],
+                                 capture_output=True, text=True, timeout=30, cwd=ROOT)
+        assert refused.returncode == 2 and f"child_nice is {value}; it must be from 0 to 19" in refused.stderr
 
 
 @pytest.mark.stores("sqlite")  # the child's limit; the store only adds minutes of copying 330 MB

@@ -91,9 +91,12 @@ class InsecureListen(ValueError):
     """Listening beyond loopback without API keys, and without allow_open."""
 
 
-def check_webhooks(settings: Settings) -> None:
+def check_settings(settings: Settings) -> None:
     if settings.webhook_hosts.strip() and not settings.webhook_secret:
         raise ValueError("webhook_hosts is set but webhook_secret is empty: webhooks must be signed")
+    if not 0 <= settings.child_nice <= 19:
+        raise ValueError(f"child_nice is {settings.child_nice}; it must be from 0 to 19 (a child cannot be given "
+                         "a higher priority than the server's)")
 
 
 def load_keys(settings: Settings) -> Keys:
@@ -120,7 +123,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True, api
     settings = settings or Settings.from_env()
     contract = Contract()
     keys = load_keys(settings)
-    check_webhooks(settings)
+    check_settings(settings)
     metrics = Metrics()
     turns = Turns()
 

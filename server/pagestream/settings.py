@@ -44,6 +44,9 @@ class Settings:
     page_timeout: float = _setting(60.0, "Seconds one page may take before the job fails with page_timeout.")
     job_timeout: float = _setting(3600.0, "Seconds one job may run in all before it fails with job_timeout.")
     child_memory_mb: int = _setting(2048, "Address-space limit of the extraction child, in MiB (memory_limit).")
+    child_nice: int = _setting(5, "How much lower the extraction child's CPU priority is than the server's (Unix "
+                                   "nice, 0-19): when both want a CPU, the event loop that serves every stream and "
+                                   "request goes first. 0 makes them equal.")
     max_attempts: int = _setting(3, "Runs of a job interrupted by a crash or restart before it fails.")
     cancel_grace: float = _setting(2.0, "Seconds a cancelled job's child may take to reach a page boundary.")
     text_page_chars: int = _setting(4000, "Characters per page for plain text and Markdown without form feeds.")

@@ -81,10 +81,10 @@ class Child:
         self.inbox = protocol.inbox
 
     @classmethod
-    async def spawn(cls, memory_mb: int, pace: float) -> Child:
+    async def spawn(cls, memory_mb: int, nice: int, pace: float) -> Child:
         loop = asyncio.get_running_loop()
         transport, protocol = await loop.subprocess_exec(
-            lambda: _ChildProtocol(loop, pace), sys.executable, "-m", "pagestream.child", str(memory_mb),
+            lambda: _ChildProtocol(loop, pace), sys.executable, "-m", "pagestream.child", str(memory_mb), str(nice),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None,
         )
         return cls(transport, protocol)
@@ -392,7 +392,9 @@ class Worker:
         if self._child is None or not self._child.alive:
             if self._child is not None:
                 await self._child.kill()
-            self._child = await Child.spawn(self.settings.child_memory_mb, self.settings.stream_pace_ms / 1000)
+            settings = self.settings
+            self._child = await Child.spawn(settings.child_memory_mb, settings.child_nice,
+                                            settings.stream_pace_ms / 1000)
         return self._child
 
     async def _discard_child(self, cause: str) -> None:
