@@ -94,31 +94,37 @@ class Deliverer:
     async def _run(self) -> None:
         limit = asyncio.Semaphore(CONCURRENCY)
         in_flight: set[str] = set()
+        # Deliveries that have ended. One leaves in_flight as the next look begins, not as it ends: a
+        # look already under way may have read the store before its outcome was recorded, and would
+        # find its job still due and post it a second time.
+        ended: set[str] = set()
         async with httpx.AsyncClient(timeout=self.settings.webhook_timeout, follow_redirects=False) as client:
             while True:
                 # Cleared before the look, not after it: a wake-up that comes while the store is read
                 # (a retry's timer firing) then makes the next look at once, instead of after POLL.
                 self._wake.clear()
+                in_flight -= ended
+                ended.clear()
                 try:
                     # A little ahead: a timer may fire a hair before the due time it was set for.
                     for job in await self.store.due_callbacks(time.time() + 0.05, 50):
                         if job.id not in in_flight:
                             in_flight.add(job.id)
-                            asyncio.create_task(self._deliver(client, limit, job, in_flight))
+                            asyncio.create_task(self._deliver(client, limit, job, ended))
                 except Exception:
                     log.exception("could not look for due webhooks")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), POLL)
 
     async def _deliver(self, client: httpx.AsyncClient, limit: asyncio.Semaphore, job: Job,
-                       in_flight: set[str]) -> None:
+                       ended: set[str]) -> None:
         try:
             async with limit:
                 await self._attempt(client, job)
         except Exception:
             log.exception("job %s: the webhook delivery failed unexpectedly", job.id)
         finally:
-            in_flight.discard(job.id)
+            ended.add(job.id)
 
     async def _attempt(self, client: httpx.AsyncClient, job: Job) -> None:
         assert job.callback_url is not None
