@@ -95,8 +95,8 @@ def check_settings(settings: Settings) -> None:
     if settings.webhook_hosts.strip() and not settings.webhook_secret:
         raise ValueError("webhook_hosts is set but webhook_secret is empty: webhooks must be signed")
     if not 0 <= settings.child_nice <= 19:
-        raise ValueError(f"child_nice is {settings.child_nice}; it must be from 0 to 19 (a child cannot be given "
-                         "a higher priority than the server's)")
+        raise ValueError(f"child_nice is {settings.child_nice}; it must be from 0 to 19 (Unix nice: how much "
+                         "lower the child's priority is than the server's)")
 
 
 def load_keys(settings: Settings) -> Keys:
