@@ -344,6 +344,12 @@ class PageRow:
         }
 
 
+#: A write waiting for the writer thread: what it does, and the event loop's future for its result.
+_Write = tuple[Callable[["_Tx"], Any], "asyncio.Future[Any]"]
+#: What became of a write: its future, and its result or its error.
+_Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
+
+
 class Store:
     """Jobs, pages and event logs in one database. Open with :meth:`open`, close with :meth:`close`."""
 
@@ -354,7 +360,7 @@ class Store:
         self.on_foreign: Callable[[Commit | None], None] | None = None
         self.token = secrets.token_hex(6)  # this process, in its own notifications
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._writes: queue.SimpleQueue[tuple[Callable[[_Tx], Any], Future[Any]] | None] = queue.SimpleQueue()
+        self._writes: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="store-read")
         self._local = threading.local()
@@ -465,17 +471,16 @@ class Store:
                     conn = self.db.connect()
                 except Exception as exc:
                     failure = self.db.failure(exc) or Unavailable(f"cannot reach the store: {exc}")
-                    for _, future in batch:
-                        future.set_exception(failure)
+                    self._settle(None, [(future, None, failure) for _, future in batch])
                     continue
             conn = self._run_batch(conn, batch)
         if conn is not None:
             conn.close()
 
-    def _run_batch(self, conn: Connection, batch: list[tuple[Callable[[_Tx], Any], Future[Any]]]) -> Connection | None:
+    def _run_batch(self, conn: Connection, batch: list[_Write]) -> Connection | None:
         """Run a batch in one transaction; returns the connection, or None if it was lost."""
         for attempt in range(1, 4):
-            done: list[tuple[Future[Any], Any, BaseException | None]] = []
+            done: list[_Outcome] = []
             commit = Commit()
             try:
                 conn = self._begin(conn)
@@ -510,21 +515,13 @@ class Store:
                 if self.db.retryable(exc) and attempt < 3:
                     log.info("retrying a write batch after %s", exc.__class__.__name__)
                     continue
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(failure)
+                self._settle(None, [(future, None, failure) for _, future in batch])
                 if lost:
                     with contextlib.suppress(Exception):
                         conn.close()
                     return None
                 return conn
-            if self.on_commit is not None and not commit.empty and self._loop:
-                self._loop.call_soon_threadsafe(self.on_commit, commit)
-            for future, result, error in done:
-                if error is not None:
-                    future.set_exception(error)
-                else:
-                    future.set_result(result)
+            self._settle(None if commit.empty else commit, done)
             return conn
         return conn  # pragma: no cover - the loop always returns
 
@@ -543,11 +540,30 @@ class Store:
         self.db.begin(conn)
         return conn
 
+    def _settle(self, commit: Commit | None, outcomes: list[_Outcome]) -> None:
+        """From the writer thread: hand a batch's commit to ``on_commit`` and its outcomes to the writes'
+        futures, in one trip to the event loop (a page of a slow document is one batch, so that trip is
+        a good part of what the page costs the loop)."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._settled, commit, outcomes)
+
+    def _settled(self, commit: Commit | None, outcomes: list[_Outcome]) -> None:
+        # on_commit first: the hub has a write's events before the writer goes on
+        if commit is not None and self.on_commit is not None:
+            self.on_commit(commit)
+        for future, result, error in outcomes:
+            if future.done():  # its waiter was cancelled; the write stands all the same
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
     async def write(self, fn: Callable[[_Tx], T]) -> T:
         """Run ``fn`` in the writer thread, inside the next group commit; return its result once durable."""
-        future: Future[T] = Future()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._writes.put((fn, future))
-        return await asyncio.wrap_future(future)
+        return await future
 
     # -- reads
 
