@@ -98,8 +98,11 @@ class Child:
 
     async def next(self, timeout: float) -> dict[str, Any] | None:
         """The next message, or None if none came within ``timeout`` seconds."""
-        try:
-            return await asyncio.wait_for(self.inbox.get(), max(timeout, 0.0))
+        if not self.inbox.empty():
+            return self.inbox.get_nowait()
+        try:  # not wait_for, which makes a task of the get each time
+            async with asyncio.timeout(max(timeout, 0.0)):
+                return await self.inbox.get()
         except TimeoutError:
             return None
 
@@ -160,7 +163,8 @@ class Child:
 
 
 class _ChildProtocol(asyncio.SubprocessProtocol):
-    """Turns the child's output into inbox messages, pausing the pipe after each read for ``pace``."""
+    """Turns the child's output into inbox messages, pausing the pipe for ``pace`` after a read that
+    came soon after the one before (messages are dense)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, pace: float) -> None:
         self.loop, self.pace = loop, pace
@@ -170,6 +174,7 @@ class _ChildProtocol(asyncio.SubprocessProtocol):
         self._buffer = bytearray()
         self._transport: asyncio.SubprocessTransport | None = None
         self._resume: asyncio.TimerHandle | None = None
+        self._last_read = -float("inf")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass, only alike
@@ -185,7 +190,12 @@ class _ChildProtocol(asyncio.SubprocessProtocol):
             self.inbox.put_nowait(orjson.loads(buffer[start + _HEADER.size:end]))
             start = end
         del buffer[:start]
-        if self.pace > 0 and self._resume is None and self._transport is not None:
+        # Two paces: a read the pause itself delayed comes one pace after the last and must pause
+        # again. Messages further apart than that gain nothing from a pause, and a pause and its
+        # timer are a good part of what a page of a slow document costs the event loop.
+        now = self.loop.time()
+        dense, self._last_read = now - self._last_read < 2 * self.pace, now
+        if dense and self._resume is None and self._transport is not None:
             stdout = typing.cast(asyncio.ReadTransport | None, self._transport.get_pipe_transport(1))
             if stdout is not None and not stdout.is_closing():
                 stdout.pause_reading()  # what comes meanwhile is read in one go
