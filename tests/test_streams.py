@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from pathlib import Path
@@ -295,3 +296,79 @@ def test_the_global_stream_syncs_then_sends_changes(make_server: type[Server]) -
     assert done["id"] in {j["id"] for j in seen[0].data["jobs"]}
     states = [j["state"] for e in seen[1:] for j in e.data["jobs"] if j["id"] == holder["id"]]
     assert states[-1] == "completed" and "running" in states
+
+
+def open_job_streams(client: httpx.Client) -> int:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith('pagestream_open_streams{kind="job"}'):
+            return int(float(line.split()[-1]))
+    raise AssertionError("no pagestream_open_streams figure in /metrics")
+
+
+def wait_until(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+@pytest.mark.stores("sqlite")
+def test_a_watcher_that_leaves_frees_its_stream_while_the_job_goes_on(make_server: type[Server]) -> None:
+    server = make_server(env=SLOW)
+    with server.client() as client:
+        job = submit(client, [f"p{i}" for i in range(100)])
+        with client.stream("GET", f"/api/v1/jobs/{job['id']}/events") as response:
+            events = read_events(response)  # held: a generator let go closes the connection
+            assert next(events).type == "snapshot"
+            assert open_job_streams(client) == 1
+        wait_until(lambda: open_job_streams(client) == 0, 10, "the stream stayed open after its client left")
+        assert client.get(f"/api/v1/jobs/{job['id']}").json()["state"] == "running"
+
+
+@pytest.mark.stores("sqlite")
+def test_a_watcher_that_stops_reading_is_cut_after_send_timeout_and_the_others_get_everything(
+    make_server: type[Server],
+) -> None:
+    # Pages of 60 KB with their text: megabytes that fill the socket and the server's buffer of a
+    # client that reads nothing, so that the server's write to it waits.
+    server = make_server(settings={"send_timeout": 1, "heartbeat": 1},
+                         env={"PAGESTREAM_FAULT_PAGE_DELAY": "0.02"})
+    pages = 150
+    body = "\f".join(f"page {i} " + "x" * 60_000 for i in range(pages)).encode()
+    with server.client() as client:
+        response = client.post("/api/v1/jobs", content=body, headers={"content-type": "text/plain"})
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+        stuck = socket.create_connection(("127.0.0.1", server.port))
+        try:
+            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stuck.sendall(f"GET /api/v1/jobs/{job_id}/events?text=1 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            wait_until(lambda: open_job_streams(client) == 1, 10, "the stuck client's stream did not open")
+            events = stream(client, job_id, text="1")
+            assert [e.data["page"]["number"] for e in events if e.type == "page"] == list(range(1, pages + 1))
+            assert events[-1].type == "completed"
+            wait_until(lambda: open_job_streams(client) == 0, 15, "the stream of a client that reads nothing "
+                       "stayed open")
+        finally:
+            stuck.close()
+
+
+@pytest.mark.stores("sqlite")
+def test_stopping_the_server_ends_its_open_streams(make_server: type[Server]) -> None:
+    server = make_server(env=SLOW)
+    ended = threading.Event()
+    seen: list[Event] = []
+    with server.client() as client:
+        job = submit(client, [f"p{i}" for i in range(100)])
+
+        def watch() -> None:
+            with server.client() as own, own.stream("GET", f"/api/v1/jobs/{job['id']}/events") as response:
+                seen.extend(read_events(response))
+            ended.set()
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        wait_until(lambda: any(e.type == "page" for e in seen), 30, "no page reached the watcher")
+    assert server.stop(timeout=20) in (0, -15)  # uvicorn raises SIGTERM again once it has shut down
+    assert ended.wait(10), "the stream did not end with the server"
+    assert seen[-1].type == "page"  # cut at an event's end, the job not over: a client resumes from there
