@@ -339,9 +339,10 @@ def test_a_watcher_that_stops_reading_is_cut_after_send_timeout_and_the_others_g
         response = client.post("/api/v1/jobs", content=body, headers={"content-type": "text/plain"})
         assert response.status_code == 202, response.text
         job_id = response.json()["id"]
-        stuck = socket.create_connection(("127.0.0.1", server.port))
+        stuck = socket.socket()
         try:
-            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+            stuck.connect(("127.0.0.1", server.port))
             stuck.sendall(f"GET /api/v1/jobs/{job_id}/events?text=1 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             wait_until(lambda: open_job_streams(client) == 1, 10, "the stuck client's stream did not open")
             events = stream(client, job_id, text="1")
