@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -226,3 +227,20 @@ def wait_for_state(client: httpx.Client, job_id: str, states: set[str], timeout:
         if time.monotonic() > deadline:
             raise TimeoutError(f"job {job_id} is still {job['state']} after {timeout} s")
         time.sleep(0.05)
+
+
+def scrape(server: Server, **headers: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every figure of ``/metrics``, by name and labels (read with ``value``)."""
+    with server.client(headers=headers) as client:
+        response = client.get("/metrics")
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("text/plain")
+    figures = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            figures[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return figures
+
+
+def value(figures: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return figures.get((name, tuple(sorted(labels.items()))), 0.0)

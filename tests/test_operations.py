@@ -9,28 +9,11 @@ import time
 from pathlib import Path
 
 import orjson
-from prometheus_client.parser import text_string_to_metric_families
 
 from .docs import make_pdf
-from .server import Server, read_events, running_server, wait_for_state
+from .server import Server, read_events, running_server, scrape, value, wait_for_state
 
 ADMIN, USER = "admin-key-operations-0001", "user-key-operations-00001"
-
-
-def scrape(server: Server, **headers: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with server.client(headers=headers) as client:
-        response = client.get("/metrics")
-        assert response.status_code == 200, response.text
-        assert response.headers["content-type"].startswith("text/plain")
-    figures = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            figures[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return figures
-
-
-def value(figures: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
-    return figures.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def test_metrics_move_as_jobs_run(make_server: type[Server], tmp_path: Path) -> None:

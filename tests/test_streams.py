@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from .docs import make_pdf
-from .server import Event, Server, read_events, wait_for_state
+from .server import Event, Server, read_events, scrape, value, wait_for_state
 
 pytestmark = pytest.mark.stores("sqlite", "postgresql")
 
@@ -298,11 +298,8 @@ def test_the_global_stream_syncs_then_sends_changes(make_server: type[Server]) -
     assert states[-1] == "completed" and "running" in states
 
 
-def open_job_streams(client: httpx.Client) -> int:
-    for line in client.get("/metrics").text.splitlines():
-        if line.startswith('pagestream_open_streams{kind="job"}'):
-            return int(float(line.split()[-1]))
-    raise AssertionError("no pagestream_open_streams figure in /metrics")
+def open_job_streams(server: Server) -> float:
+    return value(scrape(server), "pagestream_open_streams", kind="job")
 
 
 def wait_until(check: Any, timeout: float, what: str) -> None:
@@ -320,8 +317,8 @@ def test_a_watcher_that_leaves_frees_its_stream_while_the_job_goes_on(make_serve
         with client.stream("GET", f"/api/v1/jobs/{job['id']}/events") as response:
             events = read_events(response)  # held: a generator let go closes the connection
             assert next(events).type == "snapshot"
-            assert open_job_streams(client) == 1
-        wait_until(lambda: open_job_streams(client) == 0, 10, "the stream stayed open after its client left")
+            assert open_job_streams(server) == 1
+        wait_until(lambda: open_job_streams(server) == 0, 10, "the stream stayed open after its client left")
         assert client.get(f"/api/v1/jobs/{job['id']}").json()["state"] == "running"
 
 
@@ -344,11 +341,11 @@ def test_a_watcher_that_stops_reading_is_cut_after_send_timeout_and_the_others_g
             stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
             stuck.connect(("127.0.0.1", server.port))
             stuck.sendall(f"GET /api/v1/jobs/{job_id}/events?text=1 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            wait_until(lambda: open_job_streams(client) == 1, 10, "the stuck client's stream did not open")
+            wait_until(lambda: open_job_streams(server) == 1, 10, "the stuck client's stream did not open")
             events = stream(client, job_id, text="1")
             assert [e.data["page"]["number"] for e in events if e.type == "page"] == list(range(1, pages + 1))
             assert events[-1].type == "completed"
-            wait_until(lambda: open_job_streams(client) == 0, 15, "the stream of a client that reads nothing "
+            wait_until(lambda: open_job_streams(server) == 0, 15, "the stream of a client that reads nothing "
                        "stayed open")
         finally:
             stuck.close()
