@@ -39,6 +39,11 @@ from typing import Any, BinaryIO
 
 import orjson
 
+# At the top, not in _run: the child starts before the first job arrives (see worker), and
+# loading pdfium took 70-100 ms that the first job waited for.
+from .extraction import ExtractionError, Limits, open_document
+from .jobs import DocumentKind, ErrorCode, select_pages
+
 _HEADER = struct.Struct(">I")
 
 
@@ -130,9 +135,6 @@ def _inject_faults(number: int) -> None:
 
 
 def _run(command: dict[str, Any], inbox: Inbox, out: Outbox) -> None:
-    from .extraction import ExtractionError, Limits, open_document
-    from .jobs import DocumentKind, ErrorCode, select_pages
-
     limits = Limits(**command["limits"])
     job = command.get("job")
     if inbox.stop_requested(job):  # stopped before it began
@@ -193,8 +195,6 @@ def main() -> None:
     out = Outbox(stream)
     sys.stdout = sys.stderr
     inbox = Inbox(os.fdopen(0, "rb", buffering=0))
-    from .jobs import ErrorCode
-
     while (command := inbox.next_run()) is not None:
         try:
             _run(command, inbox, out)

@@ -46,9 +46,12 @@ _LEASE_LOST = {"t": "_lease_lost"}
 _CONTROLS = frozenset({"_cancel", "_shutdown", "_lease_lost"})  # the worker's own messages, not the child's
 # Seconds between looks at the worker's lease (taking it as a standby; checking it as the worker).
 LEASE_POLL = 1.0
-# Runs given to the child ahead of their claims: enough that a few one-page documents in a row
-# never leave it waiting for the worker's commits.
-RUNS_AHEAD = 4
+# Runs given to the child ahead of their claims. The child does a one-page PDF in about 1 ms, and
+# the worker's claim, commit and end of it take longer, so along a stretch of short documents the
+# child draws ahead; with 4 runs it waited for the worker there (0.5 s of a 5 s B1 round). It can
+# only be far ahead on documents it finishes faster than the worker commits them: short ones, so
+# the messages waiting in the worker's inbox stay small. Topped up once half of them are claimed.
+RUNS_AHEAD = 64
 # Seconds to wait before trying again when the store cannot be written.
 STORAGE_BACKOFF = 2.0
 
@@ -545,7 +548,7 @@ class Worker:
         # waiting for that end to be read and committed. (A shared store's worker fetches each upload
         # from the store first: no head start there.)
         # The queue is read beside the run, not before it: this job's messages do not wait for it.
-        head_start = not self.store.shared
+        head_start = not self.store.shared and len(self._ahead) <= RUNS_AHEAD // 2
         sending = asyncio.ensure_future(self._send_ahead(child)) if head_start else None
         try:
             await self._run_messages(job, child, deadline, sending)
