@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 import sqlite3
 import threading
@@ -85,7 +86,9 @@ def test_metrics_are_protected_like_the_api(make_server: type[Server]) -> None:
 
 def test_logs_are_json_lines_with_request_ids_and_never_a_key_or_document_text(make_server: type[Server]) -> None:
     secret_text = "confidential-page-text-0123"
-    server = make_server(settings={"api_keys": f"{ADMIN}:ops:admin", "log_format": "json"})
+    # A zone nine hours from UTC: the times, marked Z, must still be UTC.
+    server = make_server(settings={"api_keys": f"{ADMIN}:ops:admin", "log_format": "json"}, env={"TZ": "JST-9"})
+    started = datetime.datetime.now(datetime.UTC)
     with server.client(headers={"Authorization": f"Bearer {ADMIN}", "X-Request-ID": "trace-me-42"}) as client:
         response = client.post("/api/v1/jobs", content=make_pdf([secret_text]))
         assert response.headers["x-request-id"] == "trace-me-42"
@@ -108,6 +111,9 @@ def test_logs_are_json_lines_with_request_ids_and_never_a_key_or_document_text(m
     assert re.fullmatch(r"[0-9a-f]{16}", generated)
     states = [e["state"] for e in entries if e.get("job_id") == job["id"] and "state" in e]
     assert states == ["running", "completed"]
+    for entry in requests:
+        logged = datetime.datetime.fromisoformat(entry["time"])
+        assert abs(logged - started) < datetime.timedelta(minutes=5), entry
 
 
 def test_a_store_of_the_previous_schema_is_migrated_on_start_and_keeps_its_pages(tmp_path: Path) -> None:
