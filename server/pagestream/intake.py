@@ -88,33 +88,28 @@ class SpoolFile:
         # loop, which under 50 concurrent 5 MB uploads already spends its turns copying bodies.
         try:
             if self._file is None:
-                self._file = open(self.path, "wb")  # noqa: SIM115 - closed in finish() or discard()
+                self._file = open(self.path, "wb")  # noqa: SIM115 - closed in _finish() or discard()
             for chunk in chunks:
                 self._hash.update(chunk)
             self._file.writelines(chunks)
         except OSError as exc:
             raise _disk_error(exc) from exc
 
-    async def finish(self) -> None:
-        """Write what is left, close the file, sniff its type (``kind``) and give the file its job's
-        name: one trip to a thread (under 50 concurrent uploaders, each trip waits its turn)."""
-        chunks = self._take_pending()
-
-        def finish() -> None:
-            if chunks:
-                self._write(chunks)
-            if self._file is None:
-                return  # nothing was sent: no file
-            try:
-                self._file.close()
-                self.kind = sniff(bytes(self.head), self.path, self.filename)
-                whole = self.path.with_name(self.job_id)
-                os.replace(self.path, whole)
-            except OSError as exc:
-                raise _disk_error(exc) from exc
-            self.path = whole
-
-        await asyncio.to_thread(finish)
+    def _finish(self, chunks: list[bytes]) -> None:
+        """Write the last ``chunks``, close the file, sniff its type (``kind``) and give the file its
+        job's name (in a thread: see finish_all)."""
+        if chunks:
+            self._write(chunks)
+        if self._file is None:
+            return  # nothing was sent: no file
+        try:
+            self._file.close()
+            self.kind = sniff(bytes(self.head), self.path, self.filename)
+            whole = self.path.with_name(self.job_id)
+            os.replace(self.path, whole)
+        except OSError as exc:
+            raise _disk_error(exc) from exc
+        self.path = whole
 
     async def discard(self) -> None:
         def remove() -> None:
@@ -123,6 +118,18 @@ class SpoolFile:
             self.path.unlink(missing_ok=True)
 
         await asyncio.to_thread(remove)
+
+
+async def finish_all(spools: list[SpoolFile]) -> None:
+    """Finish the uploads of one request in one trip to a thread, not one each: under 50 concurrent
+    uploaders each trip waits its turn, and a request of 50 small files made 50 of them."""
+    work = [(spool, spool._take_pending()) for spool in spools]
+
+    def finish() -> None:
+        for spool, chunks in work:
+            spool._finish(chunks)
+
+    await asyncio.to_thread(finish)
 
 
 def _disk_error(exc: OSError) -> Exception:
@@ -144,7 +151,7 @@ async def receive_raw(stream: AsyncIterator[bytes], spool_dir: Path, filename: s
     try:
         async for chunk in stream:
             await spool.write([chunk])
-        await spool.finish()
+        await finish_all([spool])
     except BaseException:
         await spool.discard()
         raise
@@ -200,8 +207,7 @@ class MultipartReceiver:
             except FormParserError as exc:
                 raise BadRequest(f"the multipart body is malformed: {exc}") from None
             await self._flush()
-            for spool in self.files:
-                await spool.finish()
+            await finish_all(self.files)
         except BaseException:
             await self.discard()
             raise
