@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from .docs import make_pdf
-from .server import ROOT, Server, child_processes, free_port, read_events, wait_for_state
+from .server import ROOT, Server, child_processes, free_port, read_events, scrape, value, wait_for_state
 
 pytestmark = pytest.mark.stores("sqlite", "postgresql")
 
@@ -98,11 +98,11 @@ def test_the_extraction_child_runs_child_nice_below_the_server(make_server: type
 
 
 def test_a_child_nice_outside_0_to_19_is_refused(tmp_path: Path) -> None:
-    for value in ("-1", "20"):
+    for nice in ("-1", "20"):
         refused = subprocess.run([sys.executable, "-m", "pagestream", "serve", "--port", str(free_port()),
-                                  "--data-dir", str(tmp_path), "--child-nice", value],
+                                  "--data-dir", str(tmp_path), "--child-nice", nice],
                                  capture_output=True, text=True, timeout=30, cwd=ROOT)
-        assert refused.returncode == 2 and f"child_nice is {value}; it must be from 0 to 19" in refused.stderr
+        assert refused.returncode == 2 and f"child_nice is {nice}; it must be from 0 to 19" in refused.stderr
 
 
 @pytest.mark.stores("sqlite")  # the child's limit; the store only adds minutes of copying 330 MB
@@ -254,6 +254,35 @@ def test_a_job_cancelled_among_those_given_ahead_is_dropped_and_the_ones_behind_
     if store_kind == "sqlite":  # the third job's early run, and only it, was dropped
         dropped = dropped_head_starts(server)
         assert len(dropped) == 1 and cancelled["id"] in dropped[0], dropped
+
+
+def test_short_jobs_the_child_finished_ahead_are_committed_together_each_whole_and_in_order(
+        make_server: type[Server], store_kind: str) -> None:
+    # While the child's messages are dense, the worker reads its pipe once per stream_pace_ms: at
+    # 300 ms, the child finishes many one-page jobs given ahead between two reads, and the worker
+    # finds their runs whole after the end of the job it was on.
+    server = make_server(settings={"stream_pace_ms": 300})
+    with server.client() as client:
+        commits = value(scrape(server), "pagestream_store_commits_total")
+        jobs = submit_together(client, *(make_pdf([f"short {i}"]) for i in range(30)))
+        # Before its claim: given ahead or not yet, the claims go past it and so must the commits.
+        assert client.post(f"/api/v1/jobs/{jobs[20]['id']}/cancel").json()["state"] == "cancelled"
+        finished = [wait_for_state(client, job["id"], {"completed", "cancelled", "failed"}) for job in jobs]
+        commits = value(scrape(server), "pagestream_store_commits_total") - commits
+        assert [job["state"] for job in finished] == ["completed"] * 20 + ["cancelled"] + ["completed"] * 9
+        assert [t for _, t, _ in log_of(client, jobs[20]["id"])] == ["queued", "cancelled"]
+        ran = [(i, job) for i, job in enumerate(finished) if i != 20]
+        for i, job in ran:
+            events = log_of(client, job["id"])
+            assert [(n, t) for n, t, _ in events] == [(1, "queued"), (2, "started"), (3, "page"), (4, "completed")]
+            result = client.get(f"/api/v1/jobs/{job['id']}/result").json()
+            assert [p["text"].strip() for p in result["pages"]] == [f"short {i}"]
+            assert job["started_at"] <= job["finished_at"] and job["attempts"] == 1
+        for (_, before), (_, after) in zip(ran, ran[1:]):  # one at a time, in the order of the queue
+            assert before["finished_at"] <= after["started_at"]
+        assert "pagestream_child_restarts_total{" not in client.get("/metrics").text
+    if store_kind == "sqlite":  # a shared store's worker fetches each upload first: no head start
+        assert 0 < commits < len(ran) - 5, commits  # one each would be 29 and more (the upload's, the cancel's)
 
 
 def test_a_child_that_crashes_in_a_head_started_job_resumes_it_at_the_next_page(make_server: type[Server],

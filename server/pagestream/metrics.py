@@ -55,6 +55,8 @@ class Metrics:
         self.http_latency = Histogram("pagestream_http_request_duration_seconds",
                                       "Time to the response's start, by route.", ["route"], buckets=_LATENCIES,
                                       registry=r)
+        self.commits = Counter("pagestream_store_commits", "Transactions this process's store writer committed "
+                               "(each holds one or more writes).", registry=r)
         self.queue_depth = Gauge("pagestream_queue_depth", "Jobs waiting in the queue.", registry=r)
         self._sampled: list[Callable[[], Iterable[Metric]]] = []
         r.register(_Sampled(self._sampled))
@@ -64,6 +66,7 @@ class Metrics:
         self._sampled.append(collect)
 
     def observe_commit(self, commit: Commit) -> None:
+        self.commits.inc()
         for event in commit.events:
             kind = event.type
             if kind is EventType.page:

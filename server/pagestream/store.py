@@ -253,12 +253,22 @@ class _Tx:
         self.conn = conn
         self.text_watched = text_watched
         self.commit = Commit()
+        self.tick()
+
+    def tick(self) -> None:
+        """Take the time again: every event and timestamp of the write has it (formatted once)."""
         self.now = time.time()
-        self.at = rfc3339(self.now)  # every event of the write has this time: formatted once
+        self.at = rfc3339(self.now)
 
     def job(self, job_id: str) -> Job | None:
         row = self.conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else _job(row)
+
+    def existing(self, job_id: str) -> Job:
+        """The job, which this write knows to be there."""
+        job = self.job(job_id)
+        assert job is not None
+        return job
 
     def update(self, job_id: str, **columns: Any) -> None:
         sets = ", ".join(f"{name} = ?" for name in columns)
@@ -686,8 +696,7 @@ class Store:
                 )
                 position += 1
                 tx.append(new.id, EventType.queued, {"position": position})
-                job = tx.job(new.id)
-                assert job is not None
+                job = tx.existing(new.id)
                 done.append((job, position, True))
             return done
 
@@ -704,16 +713,30 @@ class Store:
         return await self.write(lambda tx: _claim_next(tx, max_attempts))
 
     async def finish_and_claim(self, job_id: str, state: JobState, code: ErrorCode | None, message: str,
-                               max_attempts: int, progress: Sequence[Write] = ()) -> tuple[Job, Job | None]:
+                               max_attempts: int, progress: Sequence[Write] = (),
+                               then: Sequence[tuple[str, Sequence[Write]]] = ()) -> tuple[list[Job], Job | None]:
         """End a job and claim the next one in the same commit (after the ``progress`` writes of its
-        run not yet committed): between two jobs the extraction child waits for one commit, not two."""
+        run not yet committed): between two jobs the extraction child waits for one commit, not two.
 
-        def write(tx: _Tx) -> tuple[Job, Job | None]:
+        ``then``: runs the child has already completed for the next jobs, (job id, their writes)
+        each, in order. Each is committed here too, and completed, if the claim picks its very job;
+        the first one the claim does not pick ends the chain. Returns the jobs ended (``job_id``'s
+        first) and the one claimed last."""
+
+        def write(tx: _Tx) -> tuple[list[Job], Job | None]:
             for step in progress:
                 step(tx)
-            job = tx.job(job_id)
-            assert job is not None
-            return _finish(tx, job, state, code, message), _claim_next(tx, max_attempts)
+            ended = [_finish(tx, tx.existing(job_id), state, code, message)]
+            claimed = _claim_next(tx, max_attempts)
+            for next_id, steps in then:
+                if claimed is None or claimed.id != next_id or claimed.pages_done:
+                    break  # (a run given ahead extracts every page: it was given for a job with none done)
+                tx.tick()  # its end comes after its start, and the jobs' times follow one another
+                for step in steps:
+                    step(tx)
+                ended.append(_finish(tx, tx.existing(next_id), JobState.completed, None, ""))
+                claimed = _claim_next(tx, max_attempts)
+            return ended, claimed
 
         return await self.write(write)
 
@@ -731,8 +754,7 @@ class Store:
         """The write that begins a run: the document opened with ``pages_total`` pages (the ``started`` event)."""
 
         def write(tx: _Tx) -> None:
-            job = tx.job(job_id)
-            assert job is not None
+            job = tx.existing(job_id)
             tx.update(job_id, pages_total=pages_total)
             tx.append(job_id, EventType.started, {
                 "attempt": job.attempts, "pages_total": pages_total, "resume_from": resume_from,
@@ -769,8 +791,7 @@ class Store:
         """A run died (child crash): record it and begin the next run of the same job."""
 
         def write(tx: _Tx) -> Job:
-            job = tx.job(job_id)
-            assert job is not None
+            job = tx.existing(job_id)
             tx.append(job_id, EventType.retrying, {
                 "attempt": job.attempts, "reason": {"code": code.value, "message": message},
                 "pages_done": job.pages_done,
@@ -784,8 +805,7 @@ class Store:
         that was cut short does not count as an attempt. Its seq is the smallest queued one."""
 
         def write(tx: _Tx) -> None:
-            job = tx.job(job_id)
-            assert job is not None
+            job = tx.existing(job_id)
             tx.update(job_id, state=JobState.queued.value, attempts=max(job.attempts - 1, 0))
             tx.commit.queue_moved = True
             tx.append(job_id, EventType.queued, {"position": tx.position(job.seq)})
@@ -797,8 +817,7 @@ class Store:
         def write(tx: _Tx) -> Job:
             for step in progress:
                 step(tx)
-            job = tx.job(job_id)
-            assert job is not None
+            job = tx.existing(job_id)
             return _finish(tx, job, state, code, message)
 
         return await self.write(write)
@@ -844,8 +863,7 @@ class Store:
                 tx.update(job_id, callback_state=CallbackState.waiting.value, callback_due_at=None)
             position = tx.position(seq)
             tx.append(job_id, EventType.queued, {"position": position})
-            job = tx.job(job_id)
-            assert job is not None
+            job = tx.existing(job_id)
             return job, position
 
         return await self.write(write)
@@ -1120,8 +1138,7 @@ def _claim_next(tx: _Tx, max_attempts: int) -> Job | None:
 def _begin_run(tx: _Tx, job: Job) -> Job:
     tx.update(job.id, state=JobState.running.value, attempts=job.attempts + 1, run_started_at=tx.now,
               run_pages_start=job.pages_done, started_at=job.started_at or tx.now)
-    fresh = tx.job(job.id)
-    assert fresh is not None
+    fresh = tx.existing(job.id)
     return fresh
 
 
@@ -1138,6 +1155,5 @@ def _finish(tx: _Tx, job: Job, state: JobState, code: ErrorCode | None, message:
         assert code is not None
         payload["error"] = {"code": code.value, "message": message}
     tx.append(job.id, EventType(state.value), payload)
-    fresh = tx.job(job.id)
-    assert fresh is not None
+    fresh = tx.existing(job.id)
     return fresh

@@ -56,6 +56,16 @@ RUNS_AHEAD = 64
 STORAGE_BACKOFF = 2.0
 
 
+def _log_running(job: Job) -> None:
+    log.info("job %s running, attempt %d", job.id, job.attempts,
+             extra={"job_id": job.id, "state": "running", "attempt": job.attempts})
+
+
+def _page_row(message: dict[str, Any]) -> PageRow:
+    return PageRow(message["number"], message["chars"], message["words"], message["ms"], message["method"],
+                   message["error"], message["text"])
+
+
 def _meant_for(message: dict[str, Any], job_id: str | None) -> bool:
     """True for a worker message that still applies to the run of ``job_id`` (None: no run)."""
     kind = message["t"]
@@ -374,8 +384,7 @@ class Worker:
                     await asyncio.wait_for(self._wake.wait(), 1.0)
                 continue
             self.current = job.id
-            log.info("job %s running, attempt %d", job.id, job.attempts,
-                     extra={"job_id": job.id, "state": "running", "attempt": job.attempts})
+            _log_running(job)
             try:
                 await self._run_job(job)
             except _LeaseLost:
@@ -421,17 +430,23 @@ class Worker:
         self._ahead = []
 
     async def _finish(self, job_id: str, state: JobState, code: ErrorCode | None = None, message: str = "",
-                      progress: Sequence[Write] = ()) -> None:
-        """End the job, after the ``progress`` of its run not committed yet, in one commit."""
+                      progress: Sequence[Write] = (), then: Sequence[tuple[str, Sequence[Write]]] = ()) -> int:
+        """End the job, after the ``progress`` of its run not committed yet, in one commit; and in
+        it, the runs given ahead that ``then`` holds (see Store.finish_and_claim) that the claims
+        pick. Returns how many of those were."""
         if self._stopping or not self._leased:
-            job = await self.store.finish(job_id, state, code, message, progress)
+            ended = [await self.store.finish(job_id, state, code, message, progress)]
         else:  # and take the next job in the same commit
-            job, self._claimed = await self.store.finish_and_claim(job_id, state, code, message,
-                                                                   self.settings.max_attempts, progress)
-        log.info("job %s %s", job_id, state.value, extra={
-            "job_id": job_id, "state": state.value, "code": code.value if code else None,
-            "pages_done": job.pages_done, "attempts": job.attempts,
-        })
+            ended, self._claimed = await self.store.finish_and_claim(job_id, state, code, message,
+                                                                     self.settings.max_attempts, progress, then)
+        for index, job in enumerate(ended):
+            if index:  # begun and ended in this commit: its running line too
+                _log_running(job)
+            log.info("job %s %s", job.id, job.state.value, extra={
+                "job_id": job.id, "state": job.state.value, "code": job.error_code,
+                "pages_done": job.pages_done, "attempts": job.attempts,
+            })
+        return len(ended) - 1
 
     async def _run_job(self, job: Job) -> None:
         path = self.settings.spool_dir / job.spool_name
@@ -597,8 +612,7 @@ class Worker:
             progress: list[Write] = []
             for index, message in enumerate([*batch, None]):
                 if message is not None and message["t"] == "page":
-                    pages.append(PageRow(message["number"], message["chars"], message["words"], message["ms"],
-                                         message["method"], message["error"], message["text"]))
+                    pages.append(_page_row(message))
                     continue
                 if pages:
                     progress.append(Store.pages_extracted(job.id, pages))
@@ -612,11 +626,20 @@ class Worker:
                     opened = True
                     progress.append(Store.run_opened(job.id, message["pages_total"], message["resume_from"]))
                     continue
-                if kind in ("end", "fail", "stopped"):
-                    child.put_back(batch[index + 1:])  # the run given ahead has begun: its messages are next
                 if kind == "end":
-                    await self._finish(job.id, JobState.completed, progress=progress)
+                    # The child may have finished the runs given ahead after it too (short documents):
+                    # those its messages hold whole go into the same commit.
+                    after = batch[index + 1:]
+                    runs, ends = self._runs_done_ahead(after)
+                    committed = 0
+                    try:
+                        committed = await self._finish(job.id, JobState.completed, progress=progress, then=runs)
+                        del self._ahead[:committed]
+                    finally:  # the next run's messages are next in the inbox, whatever happened
+                        child.put_back(after[ends[committed - 1] if committed else 0:])
                     return
+                if kind in ("fail", "stopped"):
+                    child.put_back(batch[index + 1:])  # the run given ahead has begun: its messages are next
                 if kind == "fail":
                     code = ErrorCode(message["code"])
                     if code is ErrorCode.memory_limit:
@@ -646,6 +669,38 @@ class Worker:
                     stop_reason = JobState.cancelled if kind == "_cancel" else JobState.queued
                     stop_deadline = time.monotonic() + settings.cancel_grace
                     child.send({"op": "stop", "job": job.id})
+
+    def _runs_done_ahead(self, messages: list[dict[str, Any]]) -> tuple[list[tuple[str, list[Write]]], list[int]]:
+        """The runs given ahead whose messages ``messages`` holds whole, in order from its start, each
+        one opened, with its pages, and ended: (job id, its writes) for each, and where each one's
+        messages end. Anything else (a failure, a stop, a worker's message, a run not over) ends the
+        list: from there on, the usual way."""
+        runs: list[tuple[str, list[Write]]] = []
+        ends: list[int] = []
+        start = 0
+        for job_id, _ in self._ahead:
+            writes: list[Write] = []
+            pages: list[PageRow] = []
+            for index in range(start, len(messages)):
+                message = messages[index]
+                if message["t"] == "page":
+                    pages.append(_page_row(message))
+                    continue
+                if pages:
+                    writes.append(Store.pages_extracted(job_id, pages))
+                    pages = []
+                if message["t"] == "open" and index == start:
+                    writes.append(Store.run_opened(job_id, message["pages_total"], message["resume_from"]))
+                elif message["t"] == "end" and index > start:
+                    runs.append((job_id, writes))
+                    ends.append(index + 1)
+                    start = index + 1
+                    break
+                else:
+                    return runs, ends
+            else:
+                return runs, ends
+        return runs, ends
 
     async def _stopped(self, job: Job, reason: JobState | None) -> None:
         if reason is JobState.queued:
