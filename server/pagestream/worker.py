@@ -3,8 +3,9 @@
 It claims the oldest job, hands it to the extraction child (``pagestream.child``) and turns
 what the child sends into store writes — pages in batches, so a fast document costs one
 commit per batch and not one per page, and a short one a single commit with its end and the
-next claim. The child is given the next few jobs of the queue ahead of their claims, so it
-never waits for the server between jobs; the claims decide (see _send_ahead). It enforces the
+next claim. The child is given the next jobs of the queue ahead of their claims, so it never
+waits for the server between jobs; the claims decide (see _send_ahead), and short jobs it
+finished ahead share the commit of the job before them (see _runs_done_ahead). It enforces the
 per-page stall timeout and the total timeout, cancels at a page boundary (killing the child if
 it does not get there within the grace period), and takes a job up again from its next
 unfinished page when the child dies.
