@@ -111,6 +111,18 @@ class SpoolFile:
             raise _disk_error(exc) from exc
         self.path = whole
 
+    @staticmethod
+    async def finish_all(spools: list[SpoolFile]) -> None:
+        """Finish the uploads of one request in one trip to a thread, not one each: under 50
+        concurrent uploaders each trip waits its turn, and a request of 50 small files made 50."""
+        work = [(spool, spool._take_pending()) for spool in spools]
+
+        def finish() -> None:
+            for spool, chunks in work:
+                spool._finish(chunks)
+
+        await asyncio.to_thread(finish)
+
     async def discard(self) -> None:
         def remove() -> None:
             if self._file is not None:
@@ -118,18 +130,6 @@ class SpoolFile:
             self.path.unlink(missing_ok=True)
 
         await asyncio.to_thread(remove)
-
-
-async def finish_all(spools: list[SpoolFile]) -> None:
-    """Finish the uploads of one request in one trip to a thread, not one each: under 50 concurrent
-    uploaders each trip waits its turn, and a request of 50 small files made 50 of them."""
-    work = [(spool, spool._take_pending()) for spool in spools]
-
-    def finish() -> None:
-        for spool, chunks in work:
-            spool._finish(chunks)
-
-    await asyncio.to_thread(finish)
 
 
 def _disk_error(exc: OSError) -> Exception:
@@ -151,7 +151,7 @@ async def receive_raw(stream: AsyncIterator[bytes], spool_dir: Path, filename: s
     try:
         async for chunk in stream:
             await spool.write([chunk])
-        await finish_all([spool])
+        await SpoolFile.finish_all([spool])
     except BaseException:
         await spool.discard()
         raise
@@ -207,7 +207,7 @@ class MultipartReceiver:
             except FormParserError as exc:
                 raise BadRequest(f"the multipart body is malformed: {exc}") from None
             await self._flush()
-            await finish_all(self.files)
+            await SpoolFile.finish_all(self.files)
         except BaseException:
             await self.discard()
             raise

@@ -1138,8 +1138,7 @@ def _claim_next(tx: _Tx, max_attempts: int) -> Job | None:
 def _begin_run(tx: _Tx, job: Job) -> Job:
     tx.update(job.id, state=JobState.running.value, attempts=job.attempts + 1, run_started_at=tx.now,
               run_pages_start=job.pages_done, started_at=job.started_at or tx.now)
-    fresh = tx.existing(job.id)
-    return fresh
+    return tx.existing(job.id)
 
 
 def _finish(tx: _Tx, job: Job, state: JobState, code: ErrorCode | None, message: str) -> Job:
@@ -1155,5 +1154,4 @@ def _finish(tx: _Tx, job: Job, state: JobState, code: ErrorCode | None, message:
         assert code is not None
         payload["error"] = {"code": code.value, "message": message}
     tx.append(job.id, EventType(state.value), payload)
-    fresh = tx.existing(job.id)
-    return fresh
+    return tx.existing(job.id)

@@ -672,35 +672,26 @@ class Worker:
                     child.send({"op": "stop", "job": job.id})
 
     def _runs_done_ahead(self, messages: list[dict[str, Any]]) -> tuple[list[tuple[str, list[Write]]], list[int]]:
-        """The runs given ahead whose messages ``messages`` holds whole, in order from its start, each
-        one opened, with its pages, and ended: (job id, its writes) for each, and where each one's
-        messages end. Anything else (a failure, a stop, a worker's message, a run not over) ends the
-        list: from there on, the usual way."""
+        """The runs given ahead whose messages ``messages`` holds whole, in order from its start (each
+        an open, its pages, an end): (job id, its writes) for each, and where each one's messages
+        end. Anything else (a failure, a stop, a worker's message, a run not over) ends the list:
+        from there on, the usual way."""
         runs: list[tuple[str, list[Write]]] = []
         ends: list[int] = []
         start = 0
         for job_id, _ in self._ahead:
-            writes: list[Write] = []
-            pages: list[PageRow] = []
-            for index in range(start, len(messages)):
-                message = messages[index]
-                if message["t"] == "page":
-                    pages.append(_page_row(message))
-                    continue
-                if pages:
-                    writes.append(Store.pages_extracted(job_id, pages))
-                    pages = []
-                if message["t"] == "open" and index == start:
-                    writes.append(Store.run_opened(job_id, message["pages_total"], message["resume_from"]))
-                elif message["t"] == "end" and index > start:
-                    runs.append((job_id, writes))
-                    ends.append(index + 1)
-                    start = index + 1
-                    break
-                else:
-                    return runs, ends
-            else:
-                return runs, ends
+            end = start + 1
+            while end < len(messages) and messages[end]["t"] == "page":
+                end += 1
+            if end >= len(messages) or messages[start]["t"] != "open" or messages[end]["t"] != "end":
+                break
+            opened = messages[start]
+            writes = [Store.run_opened(job_id, opened["pages_total"], opened["resume_from"])]
+            if end > start + 1:
+                writes.append(Store.pages_extracted(job_id, [_page_row(m) for m in messages[start + 1:end]]))
+            runs.append((job_id, writes))
+            start = end + 1
+            ends.append(start)
         return runs, ends
 
     async def _stopped(self, job: Job, reason: JobState | None) -> None:
