@@ -135,6 +135,32 @@ def test_a_full_queue_answers_429_with_retry_after(make_server: type[Server]) ->
         assert int(refused.headers["retry-after"]) > 0
 
 
+def test_the_queue_limit_follows_jobs_in_and_out_of_the_queue(make_server: type[Server]) -> None:
+    # The store keeps the number of queued jobs as they move (submitted, cancelled, retried,
+    # claimed by the worker, deleted): the limit must count exactly the jobs waiting.
+    server = make_server(settings={"max_queued_jobs": 2}, env={"PAGESTREAM_FAULT_PAGE_DELAY": "0.4"})
+    with server.client() as client:
+        running = submit_raw(client, make_pdf(["a", "b", "c", "d", "e"])).json()
+        wait_for_state(client, running["id"], {"running"})
+        b, c = (submit_raw(client, PDF).json() for _ in range(2))
+        assert submit_raw(client, PDF).status_code == 429  # b and c wait
+        assert client.post(f"/api/v1/jobs/{b['id']}/cancel").json()["state"] == "cancelled"
+        d = submit_raw(client, PDF)
+        assert d.status_code == 202 and d.json()["position"] == 2  # c and d wait
+        assert client.post(f"/api/v1/jobs/{b['id']}/retry").status_code == 429
+        assert client.post(f"/api/v1/jobs/{d.json()['id']}/cancel").status_code == 202
+        assert client.delete(f"/api/v1/jobs/{d.json()['id']}").status_code == 204  # gone, not counted twice
+        assert client.post(f"/api/v1/jobs/{b['id']}/retry").status_code == 202  # c and b wait
+        assert submit_raw(client, PDF).status_code == 429
+        client.post(f"/api/v1/jobs/{running['id']}/cancel")
+        wait_for_state(client, c["id"], {"running"})  # the worker took c (3 pages, 1.2 s): only b waits
+        e = submit_raw(client, PDF)
+        assert (e.status_code, e.json()["position"]) == (202, 2)
+        assert submit_raw(client, PDF).status_code == 429
+        waiting = client.get("/api/v1/jobs", params={"state": "queued"}).json()["jobs"]
+        assert {j["id"] for j in waiting} == {b["id"], e.json()["id"]}
+
+
 def test_idempotency_key_returns_the_same_job(server: Server) -> None:
     with server.client() as client:
         headers = {"Idempotency-Key": f"k-{time.time()}", "Content-Type": "application/pdf"}

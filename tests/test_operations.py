@@ -116,12 +116,15 @@ def test_logs_are_json_lines_with_request_ids_and_never_a_key_or_document_text(m
         assert abs(logged - started) < datetime.timedelta(minutes=5), entry
 
 
-def test_a_store_of_the_previous_schema_is_migrated_on_start_and_keeps_its_pages(tmp_path: Path) -> None:
+def test_a_store_of_an_earlier_schema_is_migrated_on_start_and_keeps_its_pages_and_queue(tmp_path: Path) -> None:
     data = tmp_path / "data"
     with running_server(data) as server, server.client() as client:
         job = client.post("/api/v1/jobs", content=make_pdf(["one", "two", "three"])).json()
         wait_for_state(client, job["id"], {"completed"})
-    # Lay the store out again as schema version 2 did: page rows inside their key (WITHOUT ROWID).
+    with running_server(data, args=["--no-worker"]) as server, server.client() as client:
+        waiting = [client.post("/api/v1/jobs", content=make_pdf([f"w{n}"])).json() for n in range(3)]
+    # Lay the store out again as schema version 2 did: page rows inside their key (WITHOUT ROWID),
+    # and no queue counts (version 4).
     with sqlite3.connect(data / "pagestream.db") as db:
         db.executescript("""
             CREATE TABLE pages_v2 (job_id TEXT NOT NULL, number BIGINT NOT NULL, chars BIGINT NOT NULL,
@@ -130,20 +133,32 @@ def test_a_store_of_the_previous_schema_is_migrated_on_start_and_keeps_its_pages
             INSERT INTO pages_v2 SELECT * FROM pages;
             DROP TABLE pages;
             ALTER TABLE pages_v2 RENAME TO pages;
+            DROP TRIGGER jobs_queue_in;
+            DROP TRIGGER jobs_queue_out;
+            DROP TRIGGER jobs_queue_moved;
+            DROP TABLE queue_counts;
             UPDATE schema_version SET version = 2;
         """)
     db.close()
-    with running_server(data) as server, server.client() as client:
+    with running_server(data, args=["--no-worker"], settings={"max_queued_jobs": 4}) as server, \
+            server.client() as client:
         result = client.get(f"/api/v1/jobs/{job['id']}/result").json()
         assert [p["text"].strip() for p in result["pages"]] == ["one", "two", "three"]
-        later = client.post("/api/v1/jobs", content=make_pdf(["four"])).json()
-        assert wait_for_state(client, later["id"], {"completed"})["pages_done"] == 1
         assert "migrated the store to schema version 3" in server.log()
+        assert "migrated the store to schema version 4" in server.log()
+        # The queue counts start from the jobs already waiting: 3 of 4.
+        fourth = client.post("/api/v1/jobs", content=make_pdf(["w3"]))
+        assert (fourth.status_code, fourth.json()["position"]) == (202, 4)
+        assert client.post("/api/v1/jobs", content=make_pdf(["w4"])).status_code == 429
+    with running_server(data) as server, server.client() as client:
+        for queued in [*waiting, fourth.json()]:
+            assert wait_for_state(client, queued["id"], {"completed"})["pages_done"] == 1
     with sqlite3.connect(data / "pagestream.db") as db:
         (layout,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'pages'").fetchone()
         assert "WITHOUT ROWID" not in layout.upper()
-        assert db.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
-        assert db.execute("SELECT COUNT(*) FROM pages").fetchone() == (4,)
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(4,)]
+        assert db.execute("SELECT COUNT(*) FROM pages").fetchone() == (7,)
+        assert db.execute("SELECT COALESCE(SUM(queued), 0) FROM queue_counts").fetchone() == (0,)
     db.close()
 
 

@@ -52,7 +52,7 @@ FILE_CHUNK = 1024 * 1024
 #: A NOTIFY payload must stay under PostgreSQL's 8,000 bytes.
 _NOTIFY_BYTES = 7000
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Written once for both databases: {blob} and {without_rowid} are filled in by database.py.
 _MIGRATIONS: dict[int, str] = {
@@ -149,6 +149,50 @@ _MIGRATIONS: dict[int, str] = {
 #: Migrations that change only how the embedded database (SQLite) lays a table out: a shared
 #: store (PostgreSQL) just records the version.
 _EMBEDDED_ONLY = frozenset({3})
+
+# The queued jobs of each owner, kept by triggers: the queue's limits are checked on every
+# submission, and counting the queue's index there grew with the queue (two counts took
+# 1.3 ms of the writer with 5,000 jobs queued, 2.6 ms with 10,000). Triggers, so that no
+# path that moves a job in or out of the queue can forget it. Their syntax differs.
+_QUEUE_COUNTS = """
+    CREATE TABLE queue_counts (owner TEXT PRIMARY KEY, queued BIGINT NOT NULL);
+    INSERT INTO queue_counts (owner, queued) SELECT owner, COUNT(*) FROM jobs WHERE state = 'queued' GROUP BY owner;
+"""
+_MIGRATIONS[4] = _QUEUE_COUNTS + """
+    CREATE TRIGGER jobs_queue_in AFTER INSERT ON jobs WHEN NEW.state = 'queued' BEGIN
+        INSERT INTO queue_counts (owner, queued) VALUES (NEW.owner, 1)
+            ON CONFLICT (owner) DO UPDATE SET queued = queued + 1;
+    END;
+    CREATE TRIGGER jobs_queue_out AFTER DELETE ON jobs WHEN OLD.state = 'queued' BEGIN
+        UPDATE queue_counts SET queued = queued - 1 WHERE owner = OLD.owner;
+    END;
+    CREATE TRIGGER jobs_queue_moved AFTER UPDATE OF state, owner ON jobs
+            WHEN OLD.state = 'queued' OR NEW.state = 'queued' BEGIN
+        UPDATE queue_counts SET queued = queued - 1 WHERE OLD.state = 'queued' AND owner = OLD.owner;
+        INSERT INTO queue_counts (owner, queued) SELECT NEW.owner, 1 WHERE NEW.state = 'queued'
+            ON CONFLICT (owner) DO UPDATE SET queued = queued + 1;
+    END
+"""
+#: The same migrations, as a shared store (PostgreSQL) writes them.
+_SHARED_MIGRATIONS: dict[int, str] = {
+    # (The lock first: a process of the previous version may be submitting while this one migrates.)
+    4: "LOCK TABLE jobs IN SHARE ROW EXCLUSIVE MODE;" + _QUEUE_COUNTS + """
+    CREATE FUNCTION pagestream_queue_counts() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP <> 'INSERT' AND OLD.state = 'queued' THEN
+            UPDATE queue_counts SET queued = queued - 1 WHERE owner = OLD.owner;
+        END IF;
+        IF TG_OP <> 'DELETE' AND NEW.state = 'queued' THEN
+            INSERT INTO queue_counts (owner, queued) VALUES (NEW.owner, 1)
+                ON CONFLICT (owner) DO UPDATE SET queued = queue_counts.queued + 1;
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER jobs_queue_counts AFTER INSERT OR DELETE OR UPDATE OF state, owner ON jobs
+        FOR EACH ROW EXECUTE FUNCTION pagestream_queue_counts()
+    """,
+}
+_QUEUED_TOTAL = "SELECT CAST(COALESCE(SUM(queued), 0) AS BIGINT) FROM queue_counts"
 
 _JOB_COLUMNS = (
     "id, seq, state, filename, kind, size, sha256, spool_name, pages_spec, password, owner, idempotency_key, "
@@ -444,7 +488,8 @@ class Store:
                 raise RuntimeError(f"the store has schema version {current}; this pagestream knows {SCHEMA_VERSION}")
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 skip = version in _EMBEDDED_ONLY and self.db.shared
-                script = "" if skip else self.db.ddl(_MIGRATIONS[version]) + ";\n"
+                migration = (_SHARED_MIGRATIONS if self.db.shared else _MIGRATIONS).get(version, _MIGRATIONS[version])
+                script = "" if skip else self.db.ddl(migration) + ";\n"
                 script += f"DELETE FROM schema_version;\nINSERT INTO schema_version VALUES ({version})"
                 self.db.run_script(conn, script)
                 log.info("migrated the store to schema version %d", version)
@@ -670,13 +715,12 @@ class Store:
             for new in uploads:
                 results.append(_earlier_submission(tx, new))
             fresh = sum(1 for r in results if r is None)
-            (queued,) = tx.conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'").fetchone()
+            (queued,) = tx.conn.execute(_QUEUED_TOTAL).fetchone()
             if fresh and queued + fresh > max_queued:
                 raise QueueFull(f"the queue holds {queued} jobs and its limit is {max_queued}; try again later")
             if fresh and uploads[0].owner:
-                (mine,) = tx.conn.execute(
-                    "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND owner = ?", (uploads[0].owner,)
-                ).fetchone()
+                row = tx.conn.execute("SELECT queued FROM queue_counts WHERE owner = ?", (uploads[0].owner,)).fetchone()
+                mine = 0 if row is None else row[0]
                 if mine + fresh > max_per_owner:
                     raise QueueFull(f"you have {mine} jobs queued and the limit is {max_per_owner}; try again later")
             done: list[tuple[Job, int | None, bool]] = []
@@ -853,7 +897,7 @@ class Store:
                 return None
             if job.state not in (JobState.failed, JobState.cancelled):
                 raise Conflict(f"only a failed or cancelled job can be retried; job {job_id} is {job.state.value}")
-            (queued,) = tx.conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'").fetchone()
+            (queued,) = tx.conn.execute(_QUEUED_TOTAL).fetchone()
             if queued >= max_queued:
                 raise QueueFull(f"the queue holds {queued} jobs, its limit; try again later")
             seq = tx.next_seq()
@@ -1031,7 +1075,7 @@ class Store:
         """(jobs queued, id of the running job or None)."""
 
         def read(conn: Connection) -> tuple[int, str | None]:
-            (queued,) = conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'").fetchone()
+            (queued,) = conn.execute(_QUEUED_TOTAL).fetchone()
             running = conn.execute("SELECT id FROM jobs WHERE state = 'running' LIMIT 1").fetchone()
             return int(queued), None if running is None else running[0]
 
