@@ -54,7 +54,8 @@ _NOTIFY_BYTES = 7000
 
 SCHEMA_VERSION = 4
 
-# Written once for both databases: {blob} and {without_rowid} are filled in by database.py.
+# Written once for both databases: {blob} and {without_rowid} are filled in by database.py (where
+# PostgreSQL needs other words, _SHARED_MIGRATIONS has them).
 _MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE jobs (
@@ -487,9 +488,13 @@ class Store:
             if current > SCHEMA_VERSION:
                 raise RuntimeError(f"the store has schema version {current}; this pagestream knows {SCHEMA_VERSION}")
             for version in range(current + 1, SCHEMA_VERSION + 1):
-                skip = version in _EMBEDDED_ONLY and self.db.shared
-                migration = (_SHARED_MIGRATIONS if self.db.shared else _MIGRATIONS).get(version, _MIGRATIONS[version])
-                script = "" if skip else self.db.ddl(migration) + ";\n"
+                if not self.db.shared:
+                    migration = _MIGRATIONS[version]
+                elif version in _EMBEDDED_ONLY:
+                    migration = ""
+                else:
+                    migration = _SHARED_MIGRATIONS.get(version, _MIGRATIONS[version])
+                script = self.db.ddl(migration) + ";\n" if migration else ""
                 script += f"DELETE FROM schema_version;\nINSERT INTO schema_version VALUES ({version})"
                 self.db.run_script(conn, script)
                 log.info("migrated the store to schema version %d", version)

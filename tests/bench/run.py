@@ -368,9 +368,11 @@ def server_pages(workdir: Path, files: list[Path], profile: Path | None = None, 
         cpu0 = server.cpu()
         children0 = children_cpu(server.pid)
         t = time.perf_counter()
-        jobs: list[dict[str, Any]] = submit_each(server.port, blobs) if each else []
-        for start in range(0, 0 if each else len(blobs), 50):
-            jobs += submit_many(server.port, blobs[start:start + 50])
+        if each:
+            jobs = submit_each(server.port, blobs)
+        else:
+            jobs = [job for start in range(0, len(blobs), 50)
+                    for job in submit_many(server.port, blobs[start:start + 50])]
         submitted = time.perf_counter() - t
         last = jobs[-1]["id"]
         asyncio.run(clients.read_stream(HOST, server.port, f"/api/v1/jobs/{last}/events"))
@@ -780,8 +782,10 @@ def bench_b4(workdir: Path, quick: bool) -> dict[str, Any]:
             "healthz_samples": len(health_lat), "healthz_statuses": health_status,
             "idle_healthz_p99_ms": _s_ms(percentile(idle_lat, 99)),
             "submissions_per_s": len(sub_lat) / elapsed, "client_cpu_s": sub_cpu,
-            "upload_mb_per_s": len(sub_lat) * size / elapsed / 1e6, "sha256_mb_per_s": sha256_speed(body),
         }
+        if size >= 2**20:  # bodies this large are bounded by hashing them: the speed to compare with
+            r["upload_mb_per_s"] = len(sub_lat) * size / elapsed / 1e6
+            r["sha256_mb_per_s"] = sha256_speed(body)
         r["ratio"] = r["submit_p99_ms"] / r["healthz_p99_ms"]
         log(f"  {r['submissions']} submissions {sub_status}: p99 {r['submit_p99_ms']:.1f} ms; /healthz p99 "
             f"{r['healthz_p99_ms']:.1f} ms (idle {r['idle_healthz_p99_ms']:.1f}); ratio {r['ratio']:.2f}")
@@ -1059,7 +1063,7 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
         for label, b in results["B4"].items():
             row("B4", f"submit {label} p99 ms (50 clients) / healthz p99", b["submit_p99_ms"], b["healthz_p99_ms"],
                 b["ratio"], "≤ 3", b["ratio"] <= 3)
-            if "upload_mb_per_s" in b and b["size"] >= 2**20:
+            if "sha256_mb_per_s" in b:
                 row("B4", f"{label}: MB/s taken in / SHA-256 on one core", b["upload_mb_per_s"], b["sha256_mb_per_s"],
                     b["upload_mb_per_s"] / b["sha256_mb_per_s"], "(info)", None)
     if "B5" in results:
