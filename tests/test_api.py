@@ -150,7 +150,8 @@ def test_the_queue_limit_follows_jobs_in_and_out_of_the_queue(make_server: type[
         assert client.post(f"/api/v1/jobs/{b['id']}/retry").status_code == 429
         assert client.post(f"/api/v1/jobs/{d.json()['id']}/cancel").status_code == 202
         assert client.delete(f"/api/v1/jobs/{d.json()['id']}").status_code == 204  # gone, not counted twice
-        assert client.post(f"/api/v1/jobs/{b['id']}/retry").status_code == 202  # c and b wait
+        retried = client.post(f"/api/v1/jobs/{b['id']}/retry")
+        assert (retried.status_code, retried.json()["position"]) == (202, 2)  # c and b wait
         assert submit_raw(client, PDF).status_code == 429
         client.post(f"/api/v1/jobs/{running['id']}/cancel")
         wait_for_state(client, c["id"], {"running"})  # the worker took c (3 pages, 1.2 s): only b waits

@@ -320,12 +320,6 @@ class _Tx:
         self.conn.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*columns.values(), job_id))
         self.commit.touched.add(job_id)
 
-    def position(self, seq: int) -> int:
-        (ahead,) = self.conn.execute(
-            "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND seq < ?", (seq,)
-        ).fetchone()
-        return int(ahead) + 1
-
     def next_seq(self) -> int:
         (seq,) = self.conn.execute(
             "UPDATE counters SET value = value + 1 WHERE name = 'seq' RETURNING value"
@@ -857,7 +851,7 @@ class Store:
             job = tx.existing(job_id)
             tx.update(job_id, state=JobState.queued.value, attempts=max(job.attempts - 1, 0))
             tx.commit.queue_moved = True
-            tx.append(job_id, EventType.queued, {"position": tx.position(job.seq)})
+            tx.append(job_id, EventType.queued, {"position": _queue_position(tx.conn, job.seq)})
 
         await self.write(write)
 
@@ -910,7 +904,7 @@ class Store:
                       error_message=None, cancel_requested=0)
             if job.callback_url:
                 tx.update(job_id, callback_state=CallbackState.waiting.value, callback_due_at=None)
-            position = tx.position(seq)
+            position = queued + 1  # every queued job is ahead of it (its new seq is the largest)
             tx.append(job_id, EventType.queued, {"position": position})
             job = tx.existing(job_id)
             return job, position
@@ -1144,9 +1138,13 @@ def _visible(job: Job | None, owner: str | None) -> Job | None:
 
 
 def _position(conn: Connection, job: Job) -> int | None:
-    if job.state is not JobState.queued:
-        return None
-    (ahead,) = conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND seq < ?", (job.seq,)).fetchone()
+    return _queue_position(conn, job.seq) if job.state is JobState.queued else None
+
+
+def _queue_position(conn: Connection, seq: int) -> int:
+    """1 + the queued jobs ahead of ``seq``: a count over the queue's index, so it grows with the
+    queue (where every queued job is known to be ahead, the writes use the total instead)."""
+    (ahead,) = conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND seq < ?", (seq,)).fetchone()
     return int(ahead) + 1
 
 
