@@ -129,7 +129,7 @@ _MIGRATIONS: dict[int, str] = {
     # Page rows are big (they hold the text), and SQLite's WITHOUT ROWID keeps whole rows inside
     # the primary key's B-tree: writing 3,600 pages of 1.3 KB took twice the CPU and three times
     # the disk of a rowid table, whose rows are appended in order beside a small key index.
-    # (SQLite only: a PostgreSQL table is a heap already; see _EMBEDDED_ONLY.)
+    # (SQLite only: a PostgreSQL table is a heap already; see _SHARED_MIGRATIONS.)
     3: """
     CREATE TABLE pages_v3 (
         job_id TEXT NOT NULL,
@@ -147,9 +147,6 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE pages_v3 RENAME TO pages
     """,
 }
-#: Migrations that change only how the embedded database (SQLite) lays a table out: a shared
-#: store (PostgreSQL) just records the version.
-_EMBEDDED_ONLY = frozenset({3})
 
 # The queued jobs of each owner, kept by triggers: the queue's limits are checked on every
 # submission, and counting the queue's index there grew with the queue (two counts took
@@ -174,8 +171,9 @@ _MIGRATIONS[4] = _QUEUE_COUNTS + """
             ON CONFLICT (owner) DO UPDATE SET queued = queued + 1;
     END
 """
-#: The same migrations, as a shared store (PostgreSQL) writes them.
+#: The migrations a shared store (PostgreSQL) writes otherwise; empty: it only records the version.
 _SHARED_MIGRATIONS: dict[int, str] = {
+    3: "",  # how SQLite lays the pages out
     # (The lock first: a process of the previous version may be submitting while this one migrates.)
     4: "LOCK TABLE jobs IN SHARE ROW EXCLUSIVE MODE;" + _QUEUE_COUNTS + """
     CREATE FUNCTION pagestream_queue_counts() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -482,12 +480,9 @@ class Store:
             if current > SCHEMA_VERSION:
                 raise RuntimeError(f"the store has schema version {current}; this pagestream knows {SCHEMA_VERSION}")
             for version in range(current + 1, SCHEMA_VERSION + 1):
-                if not self.db.shared:
-                    migration = _MIGRATIONS[version]
-                elif version in _EMBEDDED_ONLY:
-                    migration = ""
-                else:
-                    migration = _SHARED_MIGRATIONS.get(version, _MIGRATIONS[version])
+                migration = _MIGRATIONS[version]
+                if self.db.shared:
+                    migration = _SHARED_MIGRATIONS.get(version, migration)
                 script = self.db.ddl(migration) + ";\n" if migration else ""
                 script += f"DELETE FROM schema_version;\nINSERT INTO schema_version VALUES ({version})"
                 self.db.run_script(conn, script)
