@@ -753,6 +753,38 @@ def sha256_speed(data: bytes) -> float:
     return best
 
 
+def intake_floor(workdir: Path) -> Proc:
+    port = free_port()
+    args = [PY, str(BENCH / "intake_floor.py"), "--port", str(port)]
+    return Proc("intake-floor", args, {**os.environ, "PYTHONUNBUFFERED": "1"}, port, workdir).wait_ready()
+
+
+def submit_under_load(port: int, label: str, body: bytes, seconds: float, max_requests: int) -> dict[str, Any]:
+    """50 clients submitting ``body`` in a closed loop, /healthz probed every 20 ms meanwhile."""
+    idle = load(port, 1, 1, "GET", "/healthz", b"", 2.0, 10**9, time.time() + 0.2, 0.02)
+    idle_lat, _, _ = collect(idle)
+    start = time.time() + 1.0
+    submitters = load(port, 2, 25, "POST", f"/api/v1/jobs?filename=b4-{label}.pdf", body, seconds, max_requests, start)
+    probe = load(port, 1, 1, "GET", "/healthz", b"", seconds, 10**9, start, 0.02)
+    sub_lat, sub_status, sub_cpu = collect(submitters)
+    elapsed = time.time() - start  # the 5 MB clients stop after max_requests, before `seconds`
+    health_lat, health_status, _ = collect(probe)
+    r = {
+        "size": len(body), "submissions": len(sub_lat), "statuses": sub_status,
+        "submit_p50_ms": _s_ms(percentile(sub_lat, 50)), "submit_p99_ms": _s_ms(percentile(sub_lat, 99)),
+        "healthz_p50_ms": _s_ms(percentile(health_lat, 50)), "healthz_p99_ms": _s_ms(percentile(health_lat, 99)),
+        "healthz_samples": len(health_lat), "healthz_statuses": health_status,
+        "idle_healthz_p99_ms": _s_ms(percentile(idle_lat, 99)),
+        "submissions_per_s": len(sub_lat) / elapsed, "client_cpu_s": sub_cpu,
+    }
+    if len(body) >= 2**20:
+        r["upload_mb_per_s"] = r["submissions_per_s"] * len(body) / 1e6
+    r["ratio"] = r["submit_p99_ms"] / r["healthz_p99_ms"]
+    log(f"  {r['submissions']} submissions {sub_status}: p99 {r['submit_p99_ms']:.1f} ms; /healthz p99 "
+        f"{r['healthz_p99_ms']:.1f} ms (idle {r['idle_healthz_p99_ms']:.1f}); ratio {r['ratio']:.2f}")
+    return r
+
+
 def bench_b4(workdir: Path, quick: bool) -> dict[str, Any]:
     results = {}
     for label, size, seconds, max_requests in (("10KB", 10 * 1024, 3.0 if quick else 8.0, 10**9),
@@ -762,32 +794,20 @@ def bench_b4(workdir: Path, quick: bool) -> dict[str, Any]:
                             extra=["--no-worker"])
         log(f"B4: 50 concurrent clients submitting {label} PDFs, /healthz probed every 20 ms meanwhile")
         try:
-            idle = load(server.port, 1, 1, "GET", "/healthz", b"", 2.0, 10**9, time.time() + 0.2, 0.02)
-            idle_lat, _, _ = collect(idle)
-            start = time.time() + 1.0
-            submitters = load(server.port, 2, 25, "POST", f"/api/v1/jobs?filename=b4-{label}.pdf", body, seconds,
-                              max_requests, start)
-            probe = load(server.port, 1, 1, "GET", "/healthz", b"", seconds, 10**9, start, 0.02)
-            sub_lat, sub_status, sub_cpu = collect(submitters)
-            elapsed = time.time() - start  # the 5 MB clients stop after max_requests, before `seconds`
-            health_lat, health_status, _ = collect(probe)
+            r = submit_under_load(server.port, label, body, seconds, max_requests)
         finally:
             server.kill()
             shutil.rmtree(workdir / f"data-{server.port}", ignore_errors=True)
-        r = {
-            "size": size, "submissions": len(sub_lat), "statuses": sub_status,
-            "submit_p50_ms": _s_ms(percentile(sub_lat, 50)), "submit_p99_ms": _s_ms(percentile(sub_lat, 99)),
-            "healthz_p50_ms": _s_ms(percentile(health_lat, 50)), "healthz_p99_ms": _s_ms(percentile(health_lat, 99)),
-            "healthz_samples": len(health_lat), "healthz_statuses": health_status,
-            "idle_healthz_p99_ms": _s_ms(percentile(idle_lat, 99)),
-            "submissions_per_s": len(sub_lat) / elapsed, "client_cpu_s": sub_cpu,
-        }
-        if size >= 2**20:  # bodies this large are bounded by hashing them: the speed to compare with
-            r["upload_mb_per_s"] = len(sub_lat) * size / elapsed / 1e6
+        if size >= 2**20:  # every byte is hashed: the speed to compare the intake with
             r["sha256_mb_per_s"] = sha256_speed(body)
-        r["ratio"] = r["submit_p99_ms"] / r["healthz_p99_ms"]
-        log(f"  {r['submissions']} submissions {sub_status}: p99 {r['submit_p99_ms']:.1f} ms; /healthz p99 "
-            f"{r['healthz_p99_ms']:.1f} ms (idle {r['idle_healthz_p99_ms']:.1f}); ratio {r['ratio']:.2f}")
+        # The same load against a bare uvicorn app that reads each body and keeps nothing: what the
+        # HTTP server alone makes of it, before pagestream writes, hashes or stores a byte.
+        floor = intake_floor(workdir)
+        log(f"B4: the same load against a bare uvicorn app that discards the body ({label})")
+        try:
+            r["floor"] = submit_under_load(floor.port, label, body, seconds, max_requests)
+        finally:
+            floor.kill()
         results[label] = r
     return results
 
@@ -1062,6 +1082,12 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
         for label, b in results["B4"].items():
             row("B4", f"submit {label} p99 ms (50 clients) / healthz p99", b["submit_p99_ms"], b["healthz_p99_ms"],
                 b["ratio"], "≤ 3", b["ratio"] <= 3)
+            if "floor" in b:
+                f = b["floor"]
+                row("B4", f"{label}, a bare uvicorn app that discards the body: submit p99 / healthz p99",
+                    f["submit_p99_ms"], f["healthz_p99_ms"], f["ratio"], "(info)", None)
+                row("B4", f"{label}: submissions/s (pagestream / the bare app)", b["submissions_per_s"],
+                    f["submissions_per_s"], b["submissions_per_s"] / f["submissions_per_s"], "(info)", None)
             if "sha256_mb_per_s" in b:
                 row("B4", f"{label}: MB/s taken in / SHA-256 on one core", b["upload_mb_per_s"], b["sha256_mb_per_s"],
                     b["upload_mb_per_s"] / b["sha256_mb_per_s"], "(info)", None)
