@@ -154,3 +154,45 @@ def test_the_python_client_fails_over_between_replicas(cluster: Any) -> None:
     numbers = [e["page"]["number"] for e in seen if e["type"] == "page"]
     assert numbers == list(range(1, 31))
     assert seen[-1]["type"] == "completed"
+
+
+def test_two_replicas_submitting_at_the_same_moment_keep_the_queue_limit_and_exact_positions(
+        postgres: Cluster, tmp_path: Path) -> None:
+    import psycopg
+
+    db = postgres.new_database()
+    apis = [Server(tmp_path / f"api{i}", settings={"db": db, "max_queued_jobs": 2}, args=["--no-worker"])
+            for i in (1, 2)]
+    try:
+        for api in apis:
+            api.data_dir.mkdir()
+            api.start()
+        assert submit(apis[0], ["first"])["position"] == 1
+        # A third writer holds the queue's end, as a replica in the middle of a submission would,
+        # while each replica takes one submission; both wait for it, then go one after the other.
+        outcomes: list[httpx.Response] = []
+
+        def post(api: Server) -> None:
+            with api.client() as client:
+                outcomes.append(client.post("/api/v1/jobs", content=make_pdf(["racing"])))
+
+        with psycopg.connect(db) as holder:
+            holder.execute("UPDATE counters SET value = value WHERE name = 'seq'")
+            posts = [threading.Thread(target=post, args=(api,)) for api in apis]
+            for thread in posts:
+                thread.start()
+            deadline = time.monotonic() + 20
+            while holder.execute("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                 "AND wait_event_type = 'Lock'").fetchone()[0] < 2:
+                assert time.monotonic() < deadline, "the two submissions never reached the store"
+                time.sleep(0.05)
+            holder.commit()
+        for thread in posts:
+            thread.join(30)
+        assert sorted(r.status_code for r in outcomes) == [202, 429], [r.text for r in outcomes]
+        accepted = next(r.json() for r in outcomes if r.status_code == 202)
+        assert accepted["position"] == 2
+        assert apis[1].query("SELECT COUNT(*) FROM jobs WHERE state = 'queued'") == [(2,)]
+    finally:
+        for api in apis:
+            api.kill()

@@ -318,6 +318,14 @@ class _Tx:
         self.conn.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*columns.values(), job_id))
         self.commit.touched.add(job_id)
 
+    def lock_queue(self) -> None:
+        """Take the queue's end for the rest of this transaction, before counting the queue: on
+        PostgreSQL another process's write waits here until this one commits, and then counts what
+        it added (READ COMMITTED: each statement sees what was committed before it began), so two
+        replicas cannot both pass a queue limit or give out the same position. (SQLite's writes are
+        one at a time already: BEGIN IMMEDIATE.)"""
+        self.conn.execute("UPDATE counters SET value = value WHERE name = 'seq'")
+
     def next_seq(self) -> int:
         (seq,) = self.conn.execute(
             "UPDATE counters SET value = value + 1 WHERE name = 'seq' RETURNING value"
@@ -705,6 +713,7 @@ class Store:
         instead (created is False)."""
 
         def write(tx: _Tx) -> list[tuple[Job, int | None, bool]]:
+            tx.lock_queue()  # before the Idempotency-Key lookup and the counts, which another replica changes
             results: list[Job | None] = []
             for new in uploads:
                 results.append(_earlier_submission(tx, new))
@@ -886,6 +895,7 @@ class Store:
         The job and its position as committed: the worker may run it before anyone reads it again."""
 
         def write(tx: _Tx) -> tuple[Job, int] | None:
+            tx.lock_queue()  # before the job's state too: two replicas retrying it must not both requeue it
             job = _visible(tx.job(job_id), owner)
             if job is None:
                 return None
