@@ -2,13 +2,16 @@
 
 Global FIFO across replicas; the active worker killed mid-job and the standby finishing it from
 the next page; a client switching replicas with Last-Event-ID and missing nothing; the
-PostgreSQL server itself restarted mid-job.
+PostgreSQL server itself restarted mid-job; two replicas submitting at once keeping the queue
+limit and giving out exact positions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +25,27 @@ from .server import Event, Server, collect_events, read_events, wait_for_state
 SLOW = {"PAGESTREAM_FAULT_PAGE_DELAY": "0.1"}
 
 
+@contextlib.contextmanager
+def running(processes: list[Server]) -> Iterator[None]:
+    """Start each process in a data folder of its own; kill them all at the end."""
+    try:
+        for process in processes:
+            process.data_dir.mkdir()
+            process.start()
+        yield
+    finally:
+        for process in processes:
+            process.kill()
+
+
 @pytest.fixture
 def cluster(postgres: Cluster, tmp_path: Path) -> Any:
     """Two API processes (--no-worker) and two workers on a fresh database."""
     db = postgres.new_database()
     apis = [Server(tmp_path / f"api{i}", settings={"db": db}, args=["--no-worker"]) for i in (1, 2)]
     workers = [Server(tmp_path / f"worker{i}", settings={"db": db}, env=SLOW, command="worker") for i in (1, 2)]
-    try:
-        for process in (*apis, *workers):
-            process.data_dir.mkdir()
-            process.start()
+    with running([*apis, *workers]):
         yield apis, workers
-    finally:
-        for process in (*apis, *workers):
-            process.kill()
 
 
 def active(workers: list[Server]) -> Server:
@@ -163,10 +173,7 @@ def test_two_replicas_submitting_at_the_same_moment_keep_the_queue_limit_and_exa
     db = postgres.new_database()
     apis = [Server(tmp_path / f"api{i}", settings={"db": db, "max_queued_jobs": 2}, args=["--no-worker"])
             for i in (1, 2)]
-    try:
-        for api in apis:
-            api.data_dir.mkdir()
-            api.start()
+    with running(apis):
         assert submit(apis[0], ["first"])["position"] == 1
         # A third writer holds the queue's end, as a replica in the middle of a submission would,
         # while each replica takes one submission; both wait for it, then go one after the other.
@@ -193,6 +200,3 @@ def test_two_replicas_submitting_at_the_same_moment_keep_the_queue_limit_and_exa
         accepted = next(r.json() for r in outcomes if r.status_code == 202)
         assert accepted["position"] == 2
         assert apis[1].query("SELECT COUNT(*) FROM jobs WHERE state = 'queued'") == [(2,)]
-    finally:
-        for api in apis:
-            api.kill()

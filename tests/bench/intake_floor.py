@@ -20,11 +20,6 @@ _HEADERS = [(b"content-type", b"application/json"), (b"content-length", b"2")]
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
-        return
     status = 200
     if scope["method"] == "POST":
         status = 202
@@ -38,8 +33,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    uvicorn.run(app, host="127.0.0.1", port=args.port, loop="auto", http="auto", access_log=False,
-                log_level="warning")
+    uvicorn.run(app, host="127.0.0.1", port=args.port, loop="auto", http="auto", lifespan="off",
+                access_log=False, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -120,10 +120,11 @@ def pagestream(workdir: Path, flags: dict[str, Any] | None = None, env: dict[str
     return Proc("pagestream", args, full_env, port, workdir).wait_ready()
 
 
-def baseline(workdir: Path, rate: float) -> Proc:
+def bench_server(workdir: Path, name: str, script: str, *args: str) -> Proc:
+    """One of this folder's comparison servers (``script --port P *args``), ready."""
     port = free_port()
-    args = [PY, str(BENCH / "baseline_server.py"), "--port", str(port), "--rate", str(rate)]
-    return Proc("baseline", args, {**os.environ, "PYTHONUNBUFFERED": "1"}, port, workdir).wait_ready()
+    command = [PY, str(BENCH / script), "--port", str(port), *args]
+    return Proc(name, command, {**os.environ, "PYTHONUNBUFFERED": "1"}, port, workdir).wait_ready()
 
 
 # -- plain HTTP from the parent
@@ -476,7 +477,7 @@ def fanout(workdir: Path, kind: str, subscribers: int, rate: float, window: floa
                              "PAGESTREAM_BENCH_CHILD_LOG": str(child_log)},
                             hook=True)
     else:
-        server = baseline(workdir, rate)
+        server = bench_server(workdir, "baseline", "baseline_server.py", "--rate", str(rate))
     fleet = None
     try:
         if kind == "pagestream":
@@ -753,12 +754,6 @@ def sha256_speed(data: bytes) -> float:
     return best
 
 
-def intake_floor(workdir: Path) -> Proc:
-    port = free_port()
-    args = [PY, str(BENCH / "intake_floor.py"), "--port", str(port)]
-    return Proc("intake-floor", args, {**os.environ, "PYTHONUNBUFFERED": "1"}, port, workdir).wait_ready()
-
-
 def submit_under_load(port: int, label: str, body: bytes, seconds: float, max_requests: int) -> dict[str, Any]:
     """50 clients submitting ``body`` in a closed loop, /healthz probed every 20 ms meanwhile."""
     idle = load(port, 1, 1, "GET", "/healthz", b"", 2.0, 10**9, time.time() + 0.2, 0.02)
@@ -802,7 +797,7 @@ def bench_b4(workdir: Path, quick: bool) -> dict[str, Any]:
             r["sha256_mb_per_s"] = sha256_speed(body)
         # The same load against a bare uvicorn app that reads each body and keeps nothing: what the
         # HTTP server alone makes of it, before pagestream writes, hashes or stores a byte.
-        floor = intake_floor(workdir)
+        floor = bench_server(workdir, "intake-floor", "intake_floor.py")
         log(f"B4: the same load against a bare uvicorn app that discards the body ({label})")
         try:
             r["floor"] = submit_under_load(floor.port, label, body, seconds, max_requests)
