@@ -3,8 +3,8 @@
 
     python tests/bench/run.py [--only B2,B5] [--quick] [--profile]
 
-Run it with a Python that has the server's dependencies (the project's .venv, or any venv
-with ``pip install -e .``): it starts real servers (``python -m pagestream serve``) on free
+Any Python runs it: without the server's dependencies it goes on under the project's .venv
+(see _with_the_servers_python). It starts real servers (``python -m pagestream serve``) on free
 ports with their own data folders, runs each benchmark, prints a table, and writes
 ``tests/bench/out/results.json`` and the SVG plots next to it. ``--profile`` instead attaches
 py-spy to the server under B2 (2,000 subscribers) and under B1 and writes what it found to
@@ -44,6 +44,31 @@ OUT = BENCH / "out"
 CACHE = OUT / "cache"
 CORPUS = ROOT.parent / "shared" / "corpus"
 sys.path.insert(0, str(BENCH))
+
+
+def _with_the_servers_python() -> None:
+    """Go on under the project's virtual environment when this Python lacks the server.
+
+    ``python tests/bench/run.py`` on a fresh clone runs the system's Python, while either of the
+    README's two commands installs pagestream into ``.venv`` (``tests/run``: ``$PAGESTREAM_VENV``)."""
+    try:
+        import uvloop  # noqa: F401
+
+        import pagestream  # noqa: F401
+        return
+    except ImportError as exc:
+        missing = exc.name
+    venv = Path(os.environ.get("PAGESTREAM_VENV") or ROOT / ".venv")
+    venv_python = venv / "bin" / "python"
+    if not venv_python.exists():
+        sys.exit(f"run.py: {sys.executable} has no {missing}. Run tests/run once (it makes {venv} with the "
+                 "server and what the benchmarks use), or pip install -e . into this Python.")
+    if Path(sys.prefix).resolve() == venv.resolve():
+        sys.exit(f"run.py: {venv} has no {missing}: run tests/run (or {venv_python} -m pip install -e .).")
+    os.execv(venv_python, [str(venv_python), *sys.argv])
+
+
+_with_the_servers_python()
 
 import clients  # noqa: E402
 from clients import percentile, process_cpu, process_rss  # noqa: E402
@@ -989,6 +1014,8 @@ def py_spy(pid: int, out: Path, seconds: float, subprocesses: bool = False) -> s
 def run_profiles(workdir: Path) -> None:
     import profile_report
 
+    if not (shutil.which("py-spy") or (Path(PY).parent / "py-spy").exists()):
+        sys.exit(f"run.py: --profile needs py-spy ({PY} -m pip install py-spy)")
     OUT.mkdir(parents=True, exist_ok=True)
     b2 = OUT / "profile-b2-2000.txt"
     log("profile: pagestream under B2, 2,000 subscribers, 20 events/s, 15 s of py-spy")
