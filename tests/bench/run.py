@@ -1023,10 +1023,15 @@ def _multi_subscribers(port: int, job_ids: list[str], pipe: Any) -> None:
 # -- profiling
 
 
+def py_spy_tool() -> str | None:
+    """py-spy on the PATH or beside this Python (a venv's bin), or None."""
+    beside = Path(PY).parent / "py-spy"
+    return shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+
+
 def py_spy(pid: int, out: Path, seconds: float, subprocesses: bool = False) -> subprocess.Popen[bytes]:
-    tool = shutil.which("py-spy") or str(Path(PY).parent / "py-spy")
-    args = [tool, "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--nonblocking", "-o", str(out),
-            "--duration", str(int(seconds))]
+    args = [py_spy_tool() or "py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
+            "--nonblocking", "-o", str(out), "--duration", str(int(seconds))]
     if subprocesses:
         args.append("--subprocesses")
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -1035,7 +1040,7 @@ def py_spy(pid: int, out: Path, seconds: float, subprocesses: bool = False) -> s
 def run_profiles(workdir: Path) -> None:
     import profile_report
 
-    if not (shutil.which("py-spy") or (Path(PY).parent / "py-spy").exists()):
+    if py_spy_tool() is None:
         sys.exit(f"run.py: --profile needs py-spy ({PY} -m pip install py-spy)")
     OUT.mkdir(parents=True, exist_ok=True)
     b2 = OUT / "profile-b2-2000.txt"
