@@ -444,7 +444,9 @@ def bench_b1(workdir: Path, quick: bool, variant: str = "all") -> dict[str, Any]
     round. Noise on a shared machine only ever slows a round down, and it came and went within
     seconds here (the same raw loop moved by up to 2× between two runs a minute apart); the best
     of interleaved rounds compares each side at the machine's quietest. Each side gets as many
-    rounds as the other: one more try is one more chance at a quiet moment."""
+    rounds as the other: one more try is one more chance at a quiet moment. Five, not three: the
+    child spent 3.8-4.4 CPU-seconds on the 3,408 pages in each of three rounds of one run and
+    2.9-3.2 on the same pages a few minutes later, so three rounds could miss every quiet moment."""
     pdfs = corpus_pdfs()
     if variant == "large":
         pdfs = [(p, n) for p, n in pdfs if n >= 10]
@@ -453,7 +455,7 @@ def bench_b1(workdir: Path, quick: bool, variant: str = "all") -> dict[str, Any]
     reps = max(1, math.ceil(target / one))
     files = [p for p, _ in pdfs] * reps
     pages = one * reps
-    rounds = 1 if quick else 3
+    rounds = 1 if quick else 5
     log(f"B1 ({variant}): {len(files)} files, {pages} pages (the {len(pdfs)} corpus PDFs that pypdfium2 reads "
         f"fully, x{reps}), {rounds} rounds")
     raws: list[dict[str, Any]] = []
