@@ -349,8 +349,8 @@ class _Tx:
             "UPDATE jobs SET last_event_id = last_event_id + 1 WHERE id = ? RETURNING last_event_id", (job_id,)
         ).fetchone()
         body = {"type": event_type.value, "job_id": job_id, "at": self.at, **payload}
-        # Not kept: orjson (3.12 on) returns a buffer of at least 4 KB however short the JSON (4 MB for a full
-        # ring), and the event keeps only its frame, a new right-sized bytes.
+        # Used and dropped: orjson (3.12 on) returns a buffer of at least 4 KB however short the JSON, and what
+        # the event keeps is its frame, a new bytes of the right size.
         data = orjson.dumps(body)
         self.conn.execute(
             "INSERT INTO events (job_id, id, type, page, data) VALUES (?, ?, ?, ?, ?)",
