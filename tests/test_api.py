@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from .docs import make_epub, make_pdf
-from .server import Server, wait_for_state
+from .server import Server, read_events, wait_for_state
 
 pytestmark = pytest.mark.stores("sqlite", "postgresql")
 
@@ -313,3 +313,20 @@ def test_page_ranges_select_pages(server: Server) -> None:
         none = submit_raw(client, make_pdf(["x"]), pages="5-9").json()
         failed = wait_for_state(client, none["id"], {"completed", "failed"})
         assert failed["state"] == "failed" and failed["error"]["code"] == "no_pages"
+
+
+def test_a_pages_chars_and_words_are_counted_from_its_text_even_when_cut(make_server: type[Server]) -> None:
+    server = make_server(settings={"max_page_chars": 28})
+    body = "one two  three\n\tfour\fsolo\f\f" + "word " * 20
+    with server.client() as client:
+        job = client.post("/api/v1/jobs", content=body.encode(), params={"filename": "a.txt"}).json()
+        wait_for_state(client, job["id"], {"completed"})
+        pages = client.get(f"/api/v1/jobs/{job['id']}/result").json()["pages"]
+        with client.stream("GET", f"/api/v1/jobs/{job['id']}/events", params={"after": 0}) as response:
+            events = [e.data["page"] for e in read_events(response) if e.type == "page"]
+    figures = [(p["number"], p["chars"], p["words"], p["error"] is not None) for p in pages]
+    # the last page's 100 characters were cut at 28: six words, the last of them "word" cut to "wor"
+    assert figures == [(1, 20, 4, False), (2, 4, 1, False), (3, 0, 0, False), (4, 28, 6, True)]
+    assert all(p["chars"] == len(p["text"]) and p["words"] == len(p["text"].split()) for p in pages)
+    assert [{k: p[k] for k in ("number", "chars", "words", "error")} for p in pages] == \
+        [{k: e[k] for k in ("number", "chars", "words", "error")} for e in events]
