@@ -13,7 +13,7 @@ decides how often it reads them: see worker.Child).
     worker → child   {"op": "run", "job", "path", "kind", "password", "pages", "done", "limits"}
                      {"op": "stop", "job"}     (cancel or shutdown: stop that run at the next page boundary)
     child → worker   {"t": "open", "pages_total", "resume_from"}   the document opened
-                     {"t": "page", "number", "ms", "method", "error", "text"}   (the server counts its chars and words)
+                     {"t": "page", "number", "chars", "words", "ms", "method", "error", "text"}
                      {"t": "end"} | {"t": "stopped"} | {"t": "fail", "code", "message"}
 
 Every run ends with exactly one of end, stopped or fail, and runs answer in the order they
@@ -163,11 +163,14 @@ def _run(command: dict[str, Any], inbox: Inbox, out: Outbox) -> None:
                     return
                 _inject_faults(number)
                 page = document.extract(number)
-                if len(page.text) > limits.max_page_chars:  # the server never handles a page bigger than this
+                if page.chars > limits.max_page_chars:  # the server never handles a page bigger than this
                     page.text = page.text[: limits.max_page_chars]
+                    page.chars, page.words = len(page.text), len(page.text.split())
                     page.error = f"the page's text was cut at {limits.max_page_chars} characters"
-                out.send({"t": "page", "number": page.number, "ms": page.ms, "method": page.method,
-                          "error": page.error, "text": page.text})
+                out.send({
+                    "t": "page", "number": page.number, "chars": page.chars, "words": page.words, "ms": page.ms,
+                    "method": page.method, "error": page.error, "text": page.text,
+                })
     except ExtractionError as exc:
         out.send({"t": "fail", "code": exc.code.value, "message": exc.message})
         return

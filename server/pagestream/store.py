@@ -392,19 +392,6 @@ class NewJob:
 
 
 @dataclass(slots=True)
-class ExtractedPage:
-    """A page as the extraction child sent it. Its figures (chars, words) are counted in the store's
-    writer thread as its row is written: the child does only the parsing, which is what a document
-    waits for (counting the words of a corpus page was 2-3 % of the child's CPU time)."""
-
-    number: int
-    ms: float
-    method: str
-    error: str | None
-    text: str
-
-
-@dataclass(slots=True)
 class PageRow:
     number: int
     chars: int
@@ -833,7 +820,7 @@ class Store:
         return write
 
     @staticmethod
-    def pages_extracted(job_id: str, pages: Iterable[ExtractedPage]) -> Write:
+    def pages_extracted(job_id: str, pages: Iterable[PageRow]) -> Write:
         """The write that stores pages and appends their events; a page already stored is skipped."""
         pages = list(pages)
 
@@ -841,9 +828,7 @@ class Store:
             (done, total) = tx.conn.execute(
                 "SELECT pages_done, pages_total FROM jobs WHERE id = ?", (job_id,)
             ).fetchone()
-            for page in pages:
-                text = page.text
-                p = PageRow(page.number, len(text), len(text.split()), page.ms, page.method, page.error, text)
+            for p in pages:
                 cursor = tx.conn.execute(
                     "INSERT INTO pages (job_id, number, chars, words, ms, method, error, text) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",

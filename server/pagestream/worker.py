@@ -34,7 +34,7 @@ from .errors import InsufficientStorage, Unavailable
 from .jobs import ErrorCode, Job, JobState, parse_pages
 from .metrics import Metrics
 from .settings import Settings
-from .store import Commit, ExtractedPage, Store, Write
+from .store import Commit, PageRow, Store, Write
 from .webhooks import Deliverer
 
 log = logging.getLogger("pagestream.worker")
@@ -62,8 +62,9 @@ def _log_running(job: Job) -> None:
              extra={"job_id": job.id, "state": "running", "attempt": job.attempts})
 
 
-def _page(message: dict[str, Any]) -> ExtractedPage:
-    return ExtractedPage(message["number"], message["ms"], message["method"], message["error"], message["text"])
+def _page_row(message: dict[str, Any]) -> PageRow:
+    return PageRow(message["number"], message["chars"], message["words"], message["ms"], message["method"],
+                   message["error"], message["text"])
 
 
 def _meant_for(message: dict[str, Any], job_id: str | None) -> bool:
@@ -608,11 +609,11 @@ class Worker:
             batch = [first, *child.drain()]
             if sending is not None and sending.done() and not self._ahead and any(_run_over(m) for m in batch):
                 await self._send_ahead(child)  # the queue was empty as this job began; maybe not now
-            pages: list[ExtractedPage] = []
+            pages: list[PageRow] = []
             progress: list[Write] = []
             for index, message in enumerate([*batch, None]):
                 if message is not None and message["t"] == "page":
-                    pages.append(_page(message))
+                    pages.append(_page_row(message))
                     continue
                 if pages:
                     progress.append(Store.pages_extracted(job.id, pages))
@@ -687,7 +688,7 @@ class Worker:
             opened = messages[start]
             writes = [Store.run_opened(job_id, opened["pages_total"], opened["resume_from"])]
             if end > start + 1:
-                writes.append(Store.pages_extracted(job_id, [_page(m) for m in messages[start + 1:end]]))
+                writes.append(Store.pages_extracted(job_id, [_page_row(m) for m in messages[start + 1:end]]))
             runs.append((job_id, writes))
             start = end + 1
             ends.append(start)
