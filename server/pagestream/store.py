@@ -343,11 +343,14 @@ class _Tx:
 
     def append(
         self, job_id: str, event_type: EventType, payload: dict[str, Any], *, page: int | None = None,
-        text: str | None = None,
+        text: str | None = None, event_id: int | None = None,
     ) -> StoredEvent:
-        (event_id,) = self.conn.execute(
-            "UPDATE jobs SET last_event_id = last_event_id + 1 WHERE id = ? RETURNING last_event_id", (job_id,)
-        ).fetchone()
+        """Append an event to the job's log; ``event_id`` is given when the caller has taken it already
+        (raised the job's ``last_event_id`` in an update of its own)."""
+        if event_id is None:
+            (event_id,) = self.conn.execute(
+                "UPDATE jobs SET last_event_id = last_event_id + 1 WHERE id = ? RETURNING last_event_id", (job_id,)
+            ).fetchone()
         body = {"type": event_type.value, "job_id": job_id, "at": self.at, **payload}
         # Used and dropped: orjson (3.12 on) returns a buffer of at least 4 KB however short the JSON, and what
         # the event keeps is its frame, a new bytes of the right size.
@@ -545,6 +548,10 @@ class Store:
 
     def _run_batch(self, conn: Connection, batch: list[_Write]) -> Connection | None:
         """Run a batch in one transaction; returns the connection, or None if it was lost."""
+        # Each write of a batch of several runs in a savepoint, so that one that fails fails alone; a
+        # write alone needs none (it fails with its transaction), which spares a page of a slow
+        # document, a batch of its own, two of its statements (round trips, on PostgreSQL).
+        savepoints = len(batch) > 1
         for attempt in range(1, 4):
             done: list[_Outcome] = []
             commit = Commit()
@@ -552,23 +559,29 @@ class Store:
                 conn = self._begin(conn)
                 for fn, future in batch:
                     tx = _Tx(conn, self.text_watched)
-                    conn.execute("SAVEPOINT w")
+                    if savepoints:
+                        conn.execute("SAVEPOINT w")
                     try:
                         result = fn(tx)
                     except Exception as exc:
                         if self.db.failure(exc) is not None:
                             raise  # a database failure spoils the whole transaction
-                        conn.execute("ROLLBACK TO SAVEPOINT w")
-                        conn.execute("RELEASE SAVEPOINT w")
+                        if savepoints:
+                            conn.execute("ROLLBACK TO SAVEPOINT w")
+                            conn.execute("RELEASE SAVEPOINT w")
+                        else:
+                            conn.execute("ROLLBACK")
                         done.append((future, None, exc))  # the write fails alone; the batch goes on
                         continue
-                    conn.execute("RELEASE SAVEPOINT w")
+                    if savepoints:
+                        conn.execute("RELEASE SAVEPOINT w")
                     commit.merge(tx.commit)
                     done.append((future, result, None))
-                if isinstance(self.db, PostgreSQL) and not commit.empty:
-                    for payload in commit.notifications(self.token):
-                        self.db.notify(conn, payload)
-                conn.execute("COMMIT")
+                if self.db.in_transaction(conn):  # not after a lone write's rollback
+                    if isinstance(self.db, PostgreSQL) and not commit.empty:
+                        for payload in commit.notifications(self.token):
+                            self.db.notify(conn, payload)
+                    conn.execute("COMMIT")
             except Exception as exc:  # the transaction failed: nothing of it was written
                 failure = self.db.failure(exc)
                 if failure is None:
@@ -825,9 +838,6 @@ class Store:
         pages = list(pages)
 
         def write(tx: _Tx) -> None:
-            (done, total) = tx.conn.execute(
-                "SELECT pages_done, pages_total FROM jobs WHERE id = ?", (job_id,)
-            ).fetchone()
             for p in pages:
                 cursor = tx.conn.execute(
                     "INSERT INTO pages (job_id, number, chars, words, ms, method, error, text) "
@@ -836,10 +846,14 @@ class Store:
                 )
                 if cursor.rowcount == 0:
                     continue
-                done += 1
+                # The page's count and its event's id in one statement: a page of a slow document is a
+                # transaction of its own, and each statement is a good part of its cost.
+                done, total, event_id = tx.conn.execute(
+                    "UPDATE jobs SET pages_done = pages_done + 1, last_event_id = last_event_id + 1 WHERE id = ? "
+                    "RETURNING pages_done, pages_total, last_event_id", (job_id,)
+                ).fetchone()
                 tx.append(job_id, EventType.page, {"page": p.figures(), "pages_done": done, "pages_total": total},
-                          page=p.number, text=p.text)
-            tx.update(job_id, pages_done=done)
+                          page=p.number, text=p.text, event_id=event_id)
 
         return write
 
