@@ -440,13 +440,17 @@ class Hub:
         while True:
             await self._news.wait()
             self._news.clear()
+            read = True
             try:
-                await self._publish_global()
+                read = await self._publish_global()
             except Exception:
                 log.exception("could not build the global stream's frame")
-            await asyncio.sleep(interval)
+            if read:  # the next read comes at most this often; news that needed none needs no pause
+                await asyncio.sleep(interval)
 
-    async def _publish_global(self) -> None:
+    async def _publish_global(self) -> bool:
+        """Make the global stream's next frame and the watched queued jobs' positions; whether the
+        store was read for them."""
         dirty, removed, moved = self._dirty - self._removed.keys(), self._removed, self._queue_moved
         self._dirty, self._removed, self._queue_moved = set(), {}, False
         if not self.streams_by_kind["global"]:
@@ -455,7 +459,8 @@ class Hub:
             if moved and self.channels:
                 order = await self.store.queue_order()
                 self._send_positions({job_id: number for number, (job_id, _) in enumerate(order, 1)})
-            return
+                return True
+            return False
         jobs = await self.store.jobs_with_positions(dirty) if dirty else []
         frame = GlobalFrame(
             jobs=[(job.owner, job.as_dict(position)) for job, position in jobs],
@@ -468,6 +473,7 @@ class Hub:
         self.global_version += 1
         self.global_frames.append((self.global_version, frame))
         self._wake_global()
+        return True
 
     def _send_positions(self, positions: dict[str, int]) -> None:
         """Give each watched queued job whose place changed an id-less ``position`` event."""
