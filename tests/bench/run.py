@@ -95,6 +95,7 @@ class Proc:
 
     def __init__(self, name: str, args: list[str], env: dict[str, str], port: int, workdir: Path) -> None:
         self.name, self.port, self.workdir = name, port, workdir
+        self.data: Path | None = None  # a pagestream server's data folder
         self.log_path = workdir / f"{name}-{port}.log"
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
@@ -132,7 +133,9 @@ class Proc:
 def pagestream(workdir: Path, flags: dict[str, Any] | None = None, env: dict[str, str] | None = None,
                hook: bool = False, extra: list[str] | None = None) -> Proc:
     port = free_port()
-    data = workdir / f"data-{port}"
+    # A folder of its own, even if the port was had before in this run: a server that found an
+    # earlier server's jobs would count their pages too (B1 lists every job).
+    data = Path(tempfile.mkdtemp(prefix=f"data-{port}-", dir=workdir))
     args = [PY, "-m", "pagestream", "serve", "--port", str(port), "--data-dir", str(data)]
     for name, value in (flags or {}).items():
         args += [f"--{name.replace('_', '-')}", str(value)]
@@ -142,7 +145,9 @@ def pagestream(workdir: Path, flags: dict[str, Any] | None = None, env: dict[str
     if os.environ.get("PYTHONPATH"):
         path.append(os.environ["PYTHONPATH"])
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(path), **(env or {})}
-    return Proc("pagestream", args, full_env, port, workdir).wait_ready()
+    server = Proc("pagestream", args, full_env, port, workdir)
+    server.data = data
+    return server.wait_ready()
 
 
 def bench_server(workdir: Path, name: str, script: str, *args: str) -> Proc:
@@ -835,7 +840,8 @@ def bench_b4(workdir: Path, quick: bool) -> dict[str, Any]:
             r = submit_under_load(server.port, label, body, seconds, max_requests)
         finally:
             server.kill()
-            shutil.rmtree(workdir / f"data-{server.port}", ignore_errors=True)
+            if server.data is not None:
+                shutil.rmtree(server.data, ignore_errors=True)
         if size >= 2**20:  # every byte is hashed: the speed to compare the intake with
             r["sha256_mb_per_s"] = sha256_speed(body)
         # The same load against a bare uvicorn app that reads each body and keeps nothing: what the
