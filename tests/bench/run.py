@@ -93,9 +93,10 @@ def free_port() -> int:
 class Proc:
     """A server process in its own session (so it and its extraction child are killed together)."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str], port: int, workdir: Path) -> None:
+    def __init__(self, name: str, args: list[str], env: dict[str, str], port: int, workdir: Path,
+                 data: Path | None = None) -> None:
         self.name, self.port, self.workdir = name, port, workdir
-        self.data: Path | None = None  # a pagestream server's data folder
+        self.data = data  # a pagestream server's data folder
         self.log_path = workdir / f"{name}-{port}.log"
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
@@ -145,9 +146,7 @@ def pagestream(workdir: Path, flags: dict[str, Any] | None = None, env: dict[str
     if os.environ.get("PYTHONPATH"):
         path.append(os.environ["PYTHONPATH"])
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(path), **(env or {})}
-    server = Proc("pagestream", args, full_env, port, workdir)
-    server.data = data
-    return server.wait_ready()
+    return Proc("pagestream", args, full_env, port, workdir, data).wait_ready()
 
 
 def bench_server(workdir: Path, name: str, script: str, *args: str) -> Proc:
