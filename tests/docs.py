@@ -1,7 +1,9 @@
 """Document fixtures built in memory, so tests never depend on files they did not write.
 
 - :func:`make_pdf` writes a real PDF by hand (Helvetica, one content stream per page, exact
-  xref offsets), optionally encrypted with the standard security handler (RC4, revision 2).
+  xref offsets), optionally encrypted with the standard security handler (RC4, revision 2),
+  optionally with a ToUnicode map that makes its glyphs read as any text;
+  :func:`raw_pypdfium2` reads a PDF's pages as pypdfium2 does, the text the server's must equal.
 - :func:`make_epub` writes a valid EPUB 3; :func:`epub_entries` gives the same archive as a
   dict so a test can break one part of it and rebuild it with :func:`make_zip`.
 """
@@ -14,8 +16,11 @@ import io
 import struct
 import zipfile
 from collections.abc import Collection
+from pathlib import Path
 
-__all__ = ["epub_entries", "lie_about_size", "make_epub", "make_pdf", "make_zip", "opf", "xhtml"]
+import pypdfium2 as pdfium
+
+__all__ = ["epub_entries", "lie_about_size", "make_epub", "make_pdf", "make_zip", "opf", "raw_pypdfium2", "xhtml"]
 
 
 # -- PDF
@@ -89,6 +94,7 @@ def make_pdf(
     user_password: str | None = None,
     owner_password: str | None = None,
     broken_pages: Collection[int] = (),
+    to_unicode: dict[str, str] | None = None,
 ) -> bytes:
     """A PDF with one page per string, each line of a string on its own line of the page.
 
@@ -96,7 +102,9 @@ def make_pdf(
     optionally ``owner_password``) the file is RC4-encrypted; ``user_password=""`` makes a file
     that is encrypted but opens without a password. ``broken_pages`` (1-based) point their
     page-tree entry at an object that does not exist, so that page alone cannot be loaded.
-    ``pages=[]`` gives a well-formed document with no pages.
+    ``pages=[]`` gives a well-formed document with no pages. ``to_unicode`` gives the font a
+    ToUnicode map: each of its keys, drawn as Helvetica draws it, is read as its value, which may
+    be any text (characters beyond U+FFFF too).
     """
     file_id = hashlib.md5(repr(pages).encode()).digest()
     security = None
@@ -104,14 +112,17 @@ def make_pdf(
         user = user_password or ""
         security = _Rc4Security(user, owner_password or user, file_id)
 
-    # Objects 1-3: catalog, page tree, font; then a page and its content stream per page.
+    # Objects 1-3: catalog, page tree, font; then a page and its content stream per page; then the
+    # font's ToUnicode map and the encryption dictionary, if any.
     page_numbers = [4 + 2 * i for i in range(len(pages))]
-    missing = 4 + 2 * len(pages) + 1  # a number no object has
+    cmap_number = 4 + 2 * len(pages)
+    missing = cmap_number + 2  # a number no object has
     kids = b" ".join(b"%d 0 R" % (missing if i + 1 in broken_pages else n) for i, n in enumerate(page_numbers))
     objects: list[bytes] = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [%s] /Count %d >>" % (kids, len(pages)),
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding%s >>"
+        % (b" /ToUnicode %d 0 R" % cmap_number if to_unicode else b""),
     ]
     for number, text in zip(page_numbers, pages, strict=True):
         objects.append(
@@ -122,6 +133,11 @@ def make_pdf(
         if security:
             stream = security.encrypt(number + 1, stream)
         objects.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream))
+    if to_unicode:
+        cmap = _to_unicode_cmap(to_unicode)
+        if security:
+            cmap = security.encrypt(cmap_number, cmap)
+        objects.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(cmap), cmap))
     if security:
         objects.append(security.dictionary())
 
@@ -144,6 +160,34 @@ def make_pdf(
         trailer += b" /Encrypt %d 0 R" % len(objects)
     out.write(b"trailer\n<< %s >>\nstartxref\n%d\n%%%%EOF\n" % (trailer, xref))
     return out.getvalue()
+
+
+def _to_unicode_cmap(mapping: dict[str, str]) -> bytes:
+    """A ToUnicode CMap (PDF 32000-1, 9.10.3) for a one-byte font: each key's code to its value's UTF-16BE."""
+    chars = b"\n".join(b"<%02X> <%s>" % (ord(key.encode("latin-1")), value.encode("utf-16-be").hex().upper().encode())
+                        for key, value in mapping.items())
+    return (b"/CIDInit /ProcSet findresource begin\n12 dict begin\nbegincmap\n"
+            b"/CIDSystemInfo << /Registry (Adobe) /Ordering (UCS) /Supplement 0 >> def\n"
+            b"/CMapName /Adobe-Identity-UCS def\n/CMapType 2 def\n"
+            b"1 begincodespacerange\n<00> <FF>\nendcodespacerange\n"
+            b"%d beginbfchar\n%s\nendbfchar\n"
+            b"endcmap\nCMapName currentdict /CMapResource defineresource pop\nend\nend\n") % (len(mapping), chars)
+
+
+def raw_pypdfium2(path: Path) -> list[str]:
+    """Each page's text as pypdfium2's own page objects give it: what the server's text must equal."""
+    document = pdfium.PdfDocument(path)
+    try:
+        texts = []
+        for index in range(len(document)):
+            page = document[index]
+            textpage = page.get_textpage()
+            texts.append(textpage.get_text_bounded())
+            textpage.close()
+            page.close()
+        return texts
+    finally:
+        document.close()
 
 
 # -- EPUB and zip

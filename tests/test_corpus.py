@@ -9,34 +9,18 @@ from __future__ import annotations
 import csv
 import threading
 import time
-from pathlib import Path
 
 import httpx
-import pypdfium2 as pdfium
 import pytest
 
 from .corpus import require_corpus
+from .docs import raw_pypdfium2
 from .server import Server, read_events, wait_for_state
 
 pytestmark = pytest.mark.corpus
 
 FAILURE_CODES = {"password_required", "wrong_password", "invalid_document", "no_pages", "too_many_pages",
                  "archive_too_large", "page_timeout", "job_timeout", "memory_limit", "child_crashed"}
-
-
-def raw_pypdfium2(path: Path) -> list[str]:
-    document = pdfium.PdfDocument(path)
-    try:
-        texts = []
-        for index in range(len(document)):
-            page = document[index]
-            textpage = page.get_textpage()
-            texts.append(textpage.get_text_bounded())
-            textpage.close()
-            page.close()
-        return texts
-    finally:
-        document.close()
 
 
 def test_a_429_page_pdf_streams_every_page_and_its_text_is_pypdfium2s(server: Server) -> None:

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
+from pagestream import extraction
 from pagestream.extraction import ExtractionError, Limits, PageResult, html_text, open_document, split_text
 from pagestream.jobs import DocumentKind, ErrorCode
 
 from .corpus import require_corpus
-from .docs import epub_entries, lie_about_size, make_epub, make_pdf, make_zip, opf, xhtml
+from .docs import epub_entries, lie_about_size, make_epub, make_pdf, make_zip, opf, raw_pypdfium2, xhtml
 
 XHTML = "application/xhtml+xml"
 
@@ -54,6 +55,26 @@ def test_pdf_pages_round_trip(tmp_path: Path) -> None:
         assert page.chars == len(page.text)
         assert page.words == len(page.text.split())
         assert page.ms >= 0 and round(page.ms, 3) == page.ms
+
+
+def test_pdf_text_beyond_the_basic_plane_and_expanded_glyphs_comes_whole(tmp_path: Path) -> None:
+    # One glyph read as a character beyond U+FFFF (two UTF-16 units), one read as ten characters:
+    # the text is read in one call with a buffer sized from PDFium's count of characters.
+    mapping = {"A": "\U0001D400", "B": "abcdefghij"}
+    path = write(tmp_path, "a.pdf", make_pdf(["BBBB A BB", "A A A"], to_unicode=mapping))
+    texts = [p.text for p in extract_all(path, DocumentKind.pdf)]
+    assert texts == raw_pypdfium2(path)
+    assert texts[0].split() == ["abcdefghij" * 4, "\U0001D400", "abcdefghij" * 2]
+    assert texts[1].split() == ["\U0001D400"] * 3
+
+
+def test_pdf_text_longer_than_its_buffer_is_read_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No document makes more text than the room given (four UTF-16 units a character): with a count
+    # that is too low, the buffer is found full and made larger until the whole text fits.
+    texts = ["a page with enough text to overflow a small buffer several times over"]
+    path = write(tmp_path, "a.pdf", make_pdf(texts))
+    monkeypatch.setattr(extraction.pdfium_c, "FPDFText_CountChars", lambda textpage: 2)
+    assert [p.text for p in extract_all(path, DocumentKind.pdf)] == texts
 
 
 def test_pdf_bad_page_does_not_stop_the_rest(tmp_path: Path) -> None:

