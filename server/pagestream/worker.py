@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import struct
 import sys
 import time
@@ -455,14 +456,21 @@ class Worker:
             await self._finish(job.id, JobState.cancelled)
             return
         if self.store.shared:
-            # The upload may have reached another machine: the store keeps a copy for the worker.
+            # The upload may have reached another machine: the store keeps a copy for the worker. The
+            # worker's copy has a name of its own: the spool file of an upload to this machine is
+            # removed by its request once committed, which can be after this job was claimed (a job
+            # failed file_missing that way). A link to it, while it is there, spares the fetch.
             self.settings.spool_dir.mkdir(parents=True, exist_ok=True)
-            if not path.exists():
-                await self.store.fetch_file(job.spool_name, path)
+            own = path.with_name(f"{job.spool_name}.run")
+            own.unlink(missing_ok=True)  # a copy an earlier run left
             try:
-                await self._run_job_file(job, path)
+                os.link(path, own)
+            except OSError:  # not here (or no links on this file system): the store's copy
+                await self.store.fetch_file(job.spool_name, own)
+            try:
+                await self._run_job_file(job, own)
             finally:
-                path.unlink(missing_ok=True)  # only a local copy
+                own.unlink(missing_ok=True)  # only a local copy
             return
         await self._run_job_file(job, path)
 
