@@ -62,10 +62,12 @@ def test_json_output_is_one_event_per_line_each_valid_against_its_schema(server:
     events = [orjson.loads(line) for line in done.stdout.splitlines()]
     for event in events:
         validate(CONTRACT.event_schema_for(event["type"]), event)
-    by_job: dict[str, list[str]] = {}
+    # The jobs' streams are followed at once: either job's lines may come first.
+    names = {e["job_id"]: e["job"]["filename"] for e in events if e["type"] == "snapshot"}
+    by_name: dict[str, list[str]] = {}
     for event in events:
-        by_job.setdefault(event["job_id"], []).append(event["type"])
-    three, locked = by_job.values()
+        by_name.setdefault(names[event["job_id"]], []).append(event["type"])
+    three, locked = by_name["three.pdf"], by_name["locked.pdf"]
     assert three[0] == "snapshot" and three[-1] == "completed" and three.count("page") == 3
     assert locked[0] == "snapshot" and locked[-1] == "failed"
     assert [e["error"]["code"] for e in events if e["type"] == "failed"] == ["password_required"]
