@@ -177,7 +177,7 @@ class _BaseDocument:
 
     def _result(self, number: int, text: str, started: float, error: str | None = None) -> PageResult:
         ms = round((time.perf_counter() - started) * 1000, 3)
-        # Counted here, in the child, though it costs the child about 2 % of its CPU on the corpus's PDFs:
+        # Counted here, in the child, though it costs the child 1-2 % of its CPU on the corpus's PDFs:
         # counted in the store's writer thread instead, the server's Python work grew and B5's event-loop
         # lag p99 rose in seven pairs of runs out of seven (medians 3.6 and 4.7 ms; the GIL is shared).
         return PageResult(number, text, len(text), len(text.split()), ms, self.method, error)

@@ -241,6 +241,18 @@ def _report_end(task: asyncio.Task[None]) -> None:
                      exc_info=task.exception())
 
 
+def _link_spool_file(path: Path, own: Path) -> bool:
+    """Give the spool file ``path`` the second name ``own`` (replacing a copy an earlier run left);
+    False if it is not here, or the file system has no links."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    own.unlink(missing_ok=True)
+    try:
+        os.link(path, own)
+    except OSError:
+        return False
+    return True
+
+
 class _LeaseLost(Exception):
     """Another process may be the worker now: drop the job without writing anything more."""
 
@@ -460,17 +472,13 @@ class Worker:
             # worker's copy has a name of its own: the spool file of an upload to this machine is
             # removed by its request once committed, which can be after this job was claimed (a job
             # failed file_missing that way). A link to it, while it is there, spares the fetch.
-            self.settings.spool_dir.mkdir(parents=True, exist_ok=True)
             own = path.with_name(f"{job.spool_name}.run")
-            own.unlink(missing_ok=True)  # a copy an earlier run left
-            try:
-                os.link(path, own)
-            except OSError:  # not here (or no links on this file system): the store's copy
+            if not await asyncio.to_thread(_link_spool_file, path, own):  # the disk, off the event loop
                 await self.store.fetch_file(job.spool_name, own)
             try:
                 await self._run_job_file(job, own)
             finally:
-                own.unlink(missing_ok=True)  # only a local copy
+                own.unlink(missing_ok=True)  # only a local copy (at once, even when cancelled)
             return
         await self._run_job_file(job, path)
 
