@@ -282,6 +282,8 @@ class Worker:
         self._claimed: Job | None = None  # the next job, claimed as the last one finished
         # (job id, run command) of the runs given to the child before their jobs were claimed, in order.
         self._ahead: list[tuple[str, dict[str, Any]]] = []
+        # Claims and ends this worker has committed: a look at the queue that one crossed is out of date.
+        self._claims = 0
         self.deliverer = Deliverer(store, settings, self.metrics)
         # The fields of extraction.Limits; the server never imports the parsers themselves.
         self._limits = {
@@ -387,6 +389,7 @@ class Worker:
             self._wake.clear()
             try:
                 job, self._claimed = self._claimed or await self.store.claim_next(self.settings.max_attempts), None
+                self._claims += 1
             except Exception:
                 log.exception("could not claim the next job")
                 await asyncio.sleep(1.0)
@@ -453,6 +456,7 @@ class Worker:
         else:  # and take the next job in the same commit
             ended, self._claimed = await self.store.finish_and_claim(job_id, state, code, message,
                                                                      self.settings.max_attempts, progress, then)
+        self._claims += 1
         for index, job in enumerate(ended):
             if index:  # begun and ended in this commit: its running line too
                 _log_running(job)
@@ -513,11 +517,19 @@ class Worker:
         from one to the next without waiting for the server: for a short document the child is
         faster than a claim's commit. Only a head start: the claims decide, and a run a claim
         does not confirm is stopped and dropped (_drop_ahead)."""
+        claims = self._claims
         try:
             head = await self.store.queue_head(RUNS_AHEAD)
         except Exception:  # noqa: BLE001  # only a hint for a head start: the claims decide
             return
         if self._stopping or not self._leased or self._child is not child:
+            return
+        if self._claims != claims:
+            # A commit ended the job under way while the queue was read, and claimed the next one. If it
+            # also ended every run given ahead, nothing below can tell: the head read after it lacks the
+            # job it claimed, and the one read before it holds the jobs it ended. Either way the runs
+            # given would not follow the claims, and the next claim would drop them all (a stretch of
+            # one-page jobs had 67 of 400 done twice). The next run looks again.
             return
         given = [job_id for job_id, _ in self._ahead]
         if [job.id for job in head[:len(given)]] != given:
