@@ -282,7 +282,8 @@ class Worker:
         self._claimed: Job | None = None  # the next job, claimed as the last one finished
         # (job id, run command) of the runs given to the child before their jobs were claimed, in order.
         self._ahead: list[tuple[str, dict[str, Any]]] = []
-        # Claims and ends this worker has committed: a look at the queue that one crossed is out of date.
+        # Jobs this worker has ended, each in a commit that claims the next one: a look at the queue that
+        # one crossed is out of date (see _send_ahead; claim_next never runs beside one).
         self._claims = 0
         self.deliverer = Deliverer(store, settings, self.metrics)
         # The fields of extraction.Limits; the server never imports the parsers themselves.
@@ -389,7 +390,6 @@ class Worker:
             self._wake.clear()
             try:
                 job, self._claimed = self._claimed or await self.store.claim_next(self.settings.max_attempts), None
-                self._claims += 1
             except Exception:
                 log.exception("could not claim the next job")
                 await asyncio.sleep(1.0)
