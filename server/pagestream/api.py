@@ -365,12 +365,14 @@ async def job_stream(request: Request) -> Response:
     if job.state.finished and after >= job.last_event_id:
         # The client has seen the end: 204 tells a browser's EventSource to stop reconnecting.
         return Response(status_code=204)
-    return event_stream_response(svc.hub, _stream_key(request), "job", job_events(svc.hub, job, position, after, text))
+    return event_stream_response(svc.hub, _stream_key(request), "job",
+                                 lambda write: job_events(svc.hub, job, position, after, text, write))
 
 
 async def global_stream(request: Request) -> Response:
     svc = services(request)
-    return event_stream_response(svc.hub, _stream_key(request), "global", global_events(svc.hub, _owner(request)))
+    owner = _owner(request)
+    return event_stream_response(svc.hub, _stream_key(request), "global", lambda _: global_events(svc.hub, owner))
 
 
 # -- signing in (browsers: EventSource cannot send headers, so it rides on a cookie)

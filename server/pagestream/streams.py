@@ -4,8 +4,10 @@ A per-job stream sends a ``snapshot`` (the job now, no id), then every event of 
 log after ``Last-Event-ID`` / ``?after=`` in order, each with its id, and follows live
 events until the terminal one. Replay and live delivery are one loop: take the events after
 the cursor — from the hub's ring when it reaches back far enough, else from the store — and
-send them in one write; then wait for the channel's next wake-up. A slow client only falls
-behind in the log: nothing is queued for it.
+send them in one write; then park at the channel's end, where the hub writes the next events
+straight to the connection while it takes them without waiting, and wakes the stream's task
+when it does not (see hub.Channel.park). A slow client only falls behind in the log: nothing
+is queued for it.
 
 The global stream sends a ``sync`` frame (every job the caller may see) and then the hub's
 coalesced ``jobs`` frames; a stream that falls behind the hub's short frame log is sent a
@@ -18,7 +20,7 @@ import asyncio
 import itertools
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -26,7 +28,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .errors import CallerStreamLimit, TooManyStreams
-from .hub import Hub
+from .hub import Hub, Write
 from .jobs import EventType, GlobalEventType, Job, rfc3339
 from .store import encode_frame
 
@@ -36,8 +38,10 @@ REPLAY_BATCH = 5000
 SYNC_RECENT = 1000
 
 
-def event_stream_response(hub: Hub, caller: str, kind: str, frames: AsyncIterator[bytes]) -> EventStream:
-    """An SSE response for ``frames``, within the process's and the caller's stream limits."""
+def event_stream_response(hub: Hub, caller: str, kind: str,
+                          frames: Callable[[Write], AsyncIterator[bytes]]) -> EventStream:
+    """An SSE response for the frames ``frames(write)`` yields, within the process's and the caller's
+    stream limits; ``write`` sends frames at once, past the response's task (EventStream.write_now)."""
     settings = hub.settings
     if hub.streams >= settings.max_streams:
         raise TooManyStreams(f"this server has {hub.streams} streams open, its limit; try again later")
@@ -65,13 +69,20 @@ class EventStream(Response):
     the hub's periodic sweep cancels a stream whose write has waited longer than
     ``send_timeout`` for a client that stopped reading, and ends every stream when the server
     stops. (sse-starlette's response runs four tasks per stream and a cancel scope per write;
-    at thousands of watchers that was most of the memory and a tenth of the CPU.)
+    at thousands of watchers that was most of the memory and a tenth of the CPU.) While a job
+    stream is parked, the hub writes its next events to the connection itself (write_now),
+    but never a write that would wait: that one is left to the stream's task.
     """
 
-    def __init__(self, hub: Hub, caller: str, kind: str, frames: AsyncIterator[bytes]) -> None:  # noqa: D107
+    def __init__(self, hub: Hub, caller: str, kind: str,  # noqa: D107
+                 frames: Callable[[Write], AsyncIterator[bytes]]) -> None:
         # A Response only in type (handlers return one); nothing of Response.__init__ is needed.
-        self.hub, self.caller, self.kind, self.frames = hub, caller, kind, frames
+        self.hub, self.caller, self.kind = hub, caller, kind
+        self.frames = frames(self.write_now)
         self.task: asyncio.Task[Any] | None = None
+        #: The server's connection, once a chunk can be written to it directly (see write_now).
+        self.connection: Any = None
+        self.last_write = 0.0
         #: When the write under way began (None between writes): for the send-timeout sweep.
         self.sending_since: float | None = None
         self.timed_out = False
@@ -84,6 +95,7 @@ class EventStream(Response):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         send = scope.get("pagestream.send", send)  # the chunks: past the middleware (see app.App)
+        self.connection = _chunked_connection(send)
         await receive()  # a GET's empty body; the next message can only be the disconnect
         # The writes go on in a task of their own. The request's task is a dozen awaits deep in the
         # middleware, and every wake-up of the stream would resume each of them (B2, 100 watchers:
@@ -112,18 +124,34 @@ class EventStream(Response):
             await asyncio.wait((pump,))
         pump.result()  # a stream that failed fails its request, as the server expects
 
+    def write_now(self, frames: bytes, count: int) -> bool:
+        """Send ``frames`` (``count`` events of a job) as the stream's next chunk at once, past its task,
+        if the connection takes it without waiting (no write of the task's is under way then: its
+        stream is parked); False if it does not, or is not one this can write to."""
+        connection = self.connection
+        if (connection is None or connection.disconnected or connection.flow.write_paused
+                or connection.transport.is_closing()):
+            return False
+        try:
+            connection.transport.write(b"%x\r\n%b\r\n" % (len(frames), frames))  # the chunk, as uvicorn frames it
+        except (RuntimeError, ConnectionError):
+            return False  # the task's own write through ``send`` meets it and ends the stream
+        self.last_write = time.monotonic()
+        self.hub.delivered["job"] += count
+        return True
+
     async def _pump(self, send: Send) -> None:
         hub, heartbeat = self.hub, self.hub.settings.heartbeat
         hub.open_stream(self)
-        last_write = time.monotonic()
+        self.last_write = time.monotonic()
         try:
             async for chunk in self.frames:
                 now = time.monotonic()
                 if not chunk:
-                    if now - last_write < heartbeat:
+                    if now - self.last_write < heartbeat:
                         continue
                     chunk = _PING
-                self.sending_since = last_write = now
+                self.sending_since = self.last_write = now
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 self.sending_since = None
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -136,7 +164,24 @@ class EventStream(Response):
             await self.frames.aclose()  # type: ignore[attr-defined]
 
 
-# Numbers the streams, to spread them over the groups of a hub.Wakeup.
+def _chunked_connection(send: Send) -> Any:
+    """The connection behind ``send`` if it is uvicorn's (httptools) and sends the response in chunks
+    that EventStream.write_now may write to it directly; else None, and every write goes through
+    ``send``. This is not ASGI, so every attribute used is checked: a server (or a uvicorn) that
+    lacks one is written to through ``send`` alone, at the cost of waking the stream's task for
+    every write (see hub.Channel._deliver)."""
+    connection = getattr(send, "__self__", None)
+    flow = getattr(connection, "flow", None)
+    transport = getattr(connection, "transport", None)
+    if (getattr(connection, "chunked_encoding", None) is True
+            and isinstance(getattr(connection, "disconnected", None), bool)
+            and isinstance(getattr(flow, "write_paused", None), bool)
+            and callable(getattr(transport, "write", None)) and callable(getattr(transport, "is_closing", None))):
+        return connection
+    return None
+
+
+# Numbers the global streams, to spread them over the groups of a hub.Wakeup.
 _ordinals = itertools.count()
 
 # Sent as a stream closes for its age: come back at once (and jittered), not after the usual retry.
@@ -169,10 +214,11 @@ def _now() -> str:
     return rfc3339(time.time()) or ""
 
 
-async def job_events(hub: Hub, job: Job, position: int | None, after: int, text: bool) -> AsyncIterator[bytes]:
-    """The frames of one job's stream; ``job`` was read (and checked visible) by the caller."""
+async def job_events(hub: Hub, job: Job, position: int | None, after: int, text: bool,
+                     write: Write | None) -> AsyncIterator[bytes]:
+    """The frames of one job's stream; ``job`` was read (and checked visible) by the caller. While
+    the stream is parked, the hub gives it the job's next events through ``write`` when it can."""
     store = hub.store
-    ordinal = next(_ordinals)
     job_id = job.id
     with hub.subscribe(job_id, text) as channel:
         yield _retry_frame(hub) + _snapshot(job, position)
@@ -180,9 +226,7 @@ async def job_events(hub: Hub, job: Job, position: int | None, after: int, text:
         cursor = after
         sent_position = position
         deadline = time.monotonic() + hub.settings.max_stream_age
-        waiter = None
         while True:
-            waiter = channel.waiter(ordinal, waiter)
             frames: list[bytes] = []
             ended = False
             events = channel.events_after(cursor)
@@ -198,9 +242,7 @@ async def job_events(hub: Hub, job: Job, position: int | None, after: int, text:
                     ended = True
                     break
             if from_store and events and not ended:
-                # Look again before waiting: a longer replay goes on with the next batch, and a read
-                # shared with other streams (Channel.read) may have begun before this stream's
-                # wake-up was taken, so newer events may be in the ring already.
+                # Look again before parking: a longer replay goes on with the next batch.
                 hub.delivered["job"] += len(frames)
                 yield b"".join(frames)
                 continue
@@ -211,9 +253,14 @@ async def job_events(hub: Hub, job: Job, position: int | None, after: int, text:
             yield b"".join(frames)  # an empty chunk too: the writer decides on a heartbeat
             if ended or channel.removed or hub.closing:
                 return
-            if not await _wait(waiter, deadline):
+            if time.monotonic() >= deadline:  # no timer per stream: the hub rouses each every AGE_TICK s
                 yield _RECONNECT_SOON % random.randint(50, 500)
                 return
+            if channel.newest > cursor or (channel.position_frame is not None and channel.position != sent_position):
+                continue  # news came while the store was read or the chunk was sent: no parking with news
+            parked = channel.park(cursor, text, write)
+            await parked.future  # resolved when the hub cannot give the stream its news by a write
+            cursor = parked.cursor
 
 
 async def global_events(hub: Hub, scope: str | None) -> AsyncIterator[bytes]:
