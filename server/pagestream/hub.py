@@ -54,9 +54,13 @@ PER_STREAM_PACE = 100e-6
 AGE_TICK = 5.0
 #: Streams woken in one turn of the event loop; the rest wake in the turns after (see Wakeup).
 STREAMS_PER_TURN = 8
-#: Parked streams written to in one turn of the event loop (see Channel._deliver): about half a
-#: millisecond of writes. A stream woken instead counts as WAKE_COST of them.
-WRITES_PER_TURN = 64
+#: Parked streams written to in one turn of the event loop (see Channel._deliver); a stream woken
+#: instead counts as WAKE_COST of them. Each write wakes a client, which on a busy machine takes the
+#: loop's CPU there and then (with 100 watchers, about every second write), so a long run of writes
+#: is a long turn: with 64 a turn, B5's lag p99 once all 200 streams were open was 2.7-4.8 ms in
+#: eight runs (median 3.7), with 16 1.9-4.3 ms (median 2.4), with every stream's task woken 2.6-3.3
+#: ms (median 3.0). B2's CPU per delivery at 100 watchers was the same with 16 as with 64.
+WRITES_PER_TURN = 16
 WAKE_COST = WRITES_PER_TURN // STREAMS_PER_TURN
 
 
