@@ -112,14 +112,21 @@ class Wakeup:
 Write = Callable[[bytes, int], bool]
 
 
+@dataclasses.dataclass(slots=True)
 class Parked:
     """A job stream that has sent everything up to ``cursor`` and waits for more (see Channel.park)."""
 
-    __slots__ = ("cursor", "text", "write", "future", "rousal")
+    cursor: int
+    text: bool
+    write: Write | None
+    future: asyncio.Future[None]
+    rousal: int
 
-    def __init__(self, cursor: int, text: bool, write: Write | None, future: asyncio.Future[None],
-                 rousal: int) -> None:
-        self.cursor, self.text, self.write, self.future, self.rousal = cursor, text, write, future, rousal
+
+def lacks_text(events: list[StoredEvent]) -> bool:
+    """True if a page event of ``events`` has no text frame, which a ``?text=1`` stream needs: it was
+    committed before any such stream watched the job, and only the store can put the text back."""
+    return any(e.text_frame is None and e.type is EventType.page for e in events)
 
 
 class Channel:
@@ -214,10 +221,12 @@ class Channel:
             written = False
             if stream.write is not None and stream.rousal == self._rousals and not self.removed:
                 key = (stream.cursor, stream.text)
-                news = bodies[key] if key in bodies else bodies.setdefault(key, self._news(*key))
+                if key not in bodies:
+                    bodies[key] = self._news(*key)
+                news = bodies[key]
                 written = news is not None and stream.write(*news)
             if written:
-                stream.cursor = self.ring[-1].id
+                stream.cursor = self.newest
                 self._parked.append(stream)
                 budget -= 1
             else:
@@ -230,13 +239,9 @@ class Channel:
         """The frames after ``cursor`` as a parked stream may be given them by a write, and how many; None
         if there are none, or they need the stream's task: its end, or text the ring does not hold."""
         events = self.events_after(cursor)
-        if not events or any(e.terminal for e in events):
+        if not events or any(e.terminal for e in events) or (text and lacks_text(events)):
             return None
-        if text:
-            if any(e.text_frame is None and e.type is EventType.page for e in events):
-                return None  # written before any ?text=1 stream watched: the store puts the text back
-            return b"".join(e.frame if e.text_frame is None else e.text_frame for e in events), len(events)
-        return b"".join(e.frame for e in events), len(events)
+        return b"".join(e.frame_for(text) for e in events), len(events)
 
     def events_after(self, after: int) -> list[StoredEvent] | None:
         """The ring's events after id ``after``, or None if the ring no longer reaches back that far."""

@@ -236,6 +236,11 @@ class StoredEvent:
         return cls(job_id, event_id, event_type, encode_frame(event_id, event_type.value, data), text_frame,
                    event_type.terminal)
 
+    def frame_for(self, text: bool) -> bytes:
+        """The frame a stream sends: the one with the page text if the stream asked for it (``text``)
+        and there is one."""
+        return self.text_frame if text and self.text_frame is not None else self.frame
+
     @property
     def data(self) -> bytes:
         """The event's JSON: the frame's one ``data:`` line (JSON never holds a raw line break)."""

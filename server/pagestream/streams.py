@@ -28,7 +28,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .errors import CallerStreamLimit, TooManyStreams
-from .hub import Hub, Write
+from .hub import Hub, Write, lacks_text
 from .jobs import EventType, GlobalEventType, Job, rfc3339
 from .store import encode_frame
 
@@ -230,13 +230,13 @@ async def job_events(hub: Hub, job: Job, position: int | None, after: int, text:
             frames: list[bytes] = []
             ended = False
             events = channel.events_after(cursor)
-            if text and events and any(e.text_frame is None and e.type is EventType.page for e in events):
-                events = None  # written before any ?text=1 stream watched: the store puts the text back
+            if text and events and lacks_text(events):
+                events = None  # the store puts the text back
             from_store = events is None
             if events is None:  # behind the ring (or it is empty): the store has everything
                 events = await channel.read(store, cursor, REPLAY_BATCH, text)
             for event in events:
-                frames.append(event.text_frame if text and event.text_frame is not None else event.frame)
+                frames.append(event.frame_for(text))
                 cursor = event.id
                 if event.terminal:
                     ended = True
