@@ -864,7 +864,11 @@ def bench_b5(workdir: Path, quick: bool) -> dict[str, Any]:
     document = big_pdf(1000).read_bytes()
     server = pagestream(workdir, {"max_streams_per_caller": 100000},
                         env={"PAGESTREAM_BENCH_LAG_LOG": str(lag_log)}, hook=True)
-    reps = 1 if quick else 3
+    # Ten jobs, not three: a job gives about 90 samples, so the p99 of three is about their third-largest
+    # sample, and it moved across the target by chance alone. Pooled over 24 jobs of eight B5 runs
+    # (2026-11-24) the p99 was 3.96 ms, while three jobs drawn from those 24 gave 3.0-6.3 ms (10th-90th
+    # percentile), over 5 ms one time in four; ten jobs gave 3.6-4.6 ms.
+    reps = 2 if quick else 10
     log(f"B5: event-loop lag, {reps} x: the server idle for 2 s, then a 1,000-page PDF job streamed by 200 clients")
     intervals = []
     idle_windows = []  # the baseline, right before each job: the host's noise comes and goes within seconds
@@ -912,6 +916,7 @@ def bench_b5(workdir: Path, quick: bool) -> dict[str, Any]:
         "idle_lag_p50_ms": _ms(percentile(idle, 50)), "idle_lag_p99_ms": _ms(percentile(idle, 99)),
         "busy_lag_p50_ms": _ms(percentile(busy, 50)), "busy_lag_p99_ms": _ms(percentile(busy, 99)),
         "busy_lag_max_ms": _ms(max(busy) if busy else None),
+        "job_lag_max_ms": [_ms(max((lag for t, lag in samples if a <= t <= b), default=None)) for a, b, _ in intervals],
         "steady_samples": len(steady), "steady_lag_p99_ms": _ms(percentile(steady, 99)),
         "streams_open_after_s": [o - a for o, (a, _, _) in zip(all_open, intervals)],
         "idle_healthz_p99_ms": _s_ms(percentile(idle_health, 99)),
