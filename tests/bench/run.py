@@ -647,16 +647,27 @@ def bench_b2(workdir: Path, quick: bool) -> dict[str, Any]:
     window = 4.0 if quick else 12.0
     runs = []
     for subscribers, rate in levels:
-        for kind in ("pagestream", "baseline"):
-            log(f"B2: {kind}, {subscribers} subscribers, {rate:g} events/s, {window:g} s window")
-            r = fanout(workdir, kind, subscribers, rate, window, patience=10.0 if quick else 30.0)
-            log(f"  {r['streams']} streams ({r['connected']['statuses']}), {r['delivered_per_s']:.0f} deliveries/s, "
-                f"{r['cpu_per_event_us'] or 0:.1f} µs CPU/delivery, p50 {r['latency_p50_ms']} ms, "
-                f"p99 {r['latency_p99_ms']} ms, {r['rss_per_subscriber_kb']:.1f} KB/subscriber, "
-                f"complete {r['completeness']:.4f}, server {r['server_cores']:.2f} cores (waited "
-                f"{r['server_run_queue_wait_s']:.1f} s for a CPU), client {r['client_cores']:.2f} cores, "
-                f"load {r['load_avg']:.1f}")
-            runs.append(r)
+        # At 100 watchers a delivery costs the server some 15 µs, and the host's noise moves that much:
+        # with one 12 s window a side, the ratio was 0.35 in one full run and 0.54 in the next, minutes
+        # apart (2026-11-24). So there the two sides take turns three times, and each side's figures are
+        # those of its median round (by CPU per delivery); the rounds' CPU figures are kept beside them.
+        rounds = 3 if subscribers == 100 and not quick else 1
+        tried: dict[str, list[dict[str, Any]]] = {"pagestream": [], "baseline": []}
+        for n in range(rounds):
+            for kind, done in tried.items():
+                log(f"B2: {kind}, {subscribers} subscribers, {rate:g} events/s, {window:g} s window"
+                    + (f" (round {n + 1} of {rounds})" if rounds > 1 else ""))
+                r = fanout(workdir, kind, subscribers, rate, window, patience=10.0 if quick else 30.0)
+                log(f"  {r['streams']} streams ({r['connected']['statuses']}), {r['delivered_per_s']:.0f} "
+                    f"deliveries/s, {r['cpu_per_event_us'] or 0:.1f} µs CPU/delivery, p50 {r['latency_p50_ms']} ms, "
+                    f"p99 {r['latency_p99_ms']} ms, {r['rss_per_subscriber_kb']:.1f} KB/subscriber, "
+                    f"complete {r['completeness']:.4f}, server {r['server_cores']:.2f} cores (waited "
+                    f"{r['server_run_queue_wait_s']:.1f} s for a CPU), client {r['client_cores']:.2f} cores, "
+                    f"load {r['load_avg']:.1f}")
+                done.append(r)
+        for done in tried.values():
+            done.sort(key=lambda r: r["cpu_per_event_us"] if r["cpu_per_event_us"] is not None else math.inf)
+            runs.append({**done[len(done) // 2], "rounds_cpu_per_event_us": [r["cpu_per_event_us"] for r in done]})
     # The job's own cost, with one watcher: its pages are read from the child, committed and put in the
     # ring whoever watches. Spread over 100 watchers it is a good part of each delivery's figure.
     log(f"B2: pagestream, 1 subscriber, 20 events/s, {window:g} s window (the job's own cost)")
@@ -1109,6 +1120,11 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
             ratio = _div(p["cpu_per_event_us"], q["cpu_per_event_us"])
             row(tag, "server CPU µs per delivered event", p["cpu_per_event_us"], q["cpu_per_event_us"], ratio,
                 "≤ 0.5", ratio is not None and ratio <= 0.5)
+            if len(p.get("rounds_cpu_per_event_us", [])) > 1:
+                row(tag, "the same, each round (the median's is above)",
+                    ", ".join(f"{v:.1f}" for v in p["rounds_cpu_per_event_us"] if v is not None),
+                    ", ".join(f"{v:.1f}" for v in q.get("rounds_cpu_per_event_us", []) if v is not None),
+                    None, "(info)", None)
             ratio = _div(p["rss_per_subscriber_kb"], q["rss_per_subscriber_kb"])
             row(tag, "server RSS KB per subscriber", p["rss_per_subscriber_kb"], q["rss_per_subscriber_kb"], ratio,
                 "≤ 0.5", ratio is not None and ratio <= 0.5)
