@@ -49,12 +49,11 @@ log = logging.getLogger("pagestream.hub")
 #: Seconds of pace per watching stream, so that the writes to a job's streams take a bounded share of
 #: the loop however many watch: a write costs about 12 µs of server CPU since the hub writes to parked
 #: streams itself (B2 at 5,000 streams), a quarter of this. 100 µs was set when each write woke its
-#: stream's task (40-50 µs). At
-#: 50 µs, in two alternated rounds of B2 against 100 µs: latency p50 54-56 ms instead of 105 at 2,000
-#: streams, 132-137 ms instead of 265-272 at 5,000, for 5.2 µs of server CPU per delivered event
-#: instead of 3.3-3.6 (4.6-5.0 instead of 2.5 at 5,000; the baseline spends 45-65). B5 (200 streams,
-#: so a pace of 10 ms instead of 20) was no worse: lag p99 3.3-4.9 ms (median 4.1) in six rounds of
-#: ten jobs, against 3.3-5.7 (median 4.1) at 100 µs.
+#: stream's task (40-50 µs). At 50 µs, in two alternated rounds of B2 against 100 µs: latency p50
+#: 54-56 ms instead of 105 at 2,000 streams, 132-137 ms instead of 265-272 at 5,000, for 5.2 µs of
+#: server CPU per delivered event instead of 3.3-3.6 (4.6-5.0 instead of 2.5 at 5,000; the baseline
+#: spends 45-65). B5 (200 streams, so a pace of 10 ms instead of 20) was no worse: lag p99 3.3-4.9 ms
+#: (median 4.1) in six rounds of ten jobs, against 3.3-5.7 (median 4.1) at 100 µs.
 PER_STREAM_PACE = 50e-6
 #: How often every stream is woken to look at its age (and end it when it is old enough).
 AGE_TICK = 5.0

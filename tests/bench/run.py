@@ -1121,7 +1121,7 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
             row(tag, "server CPU µs per delivered event", p["cpu_per_event_us"], q["cpu_per_event_us"], ratio,
                 "≤ 0.5", ratio is not None and ratio <= 0.5)
             if len(p.get("rounds_cpu_per_event_us", [])) > 1:
-                row(tag, "the same, each round (the median's is above)",
+                row(tag, "the same, each round, lowest first (the median is above)",
                     ", ".join(f"{v:.1f}" for v in p["rounds_cpu_per_event_us"] if v is not None),
                     ", ".join(f"{v:.1f}" for v in q.get("rounds_cpu_per_event_us", []) if v is not None),
                     None, "(info)", None)
