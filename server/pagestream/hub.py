@@ -166,6 +166,10 @@ class Channel:
         """The id of the newest event in the ring (0 if it is empty)."""
         return self.ring[-1].id if self.ring else 0
 
+    def position_after(self, sent: int | None) -> bytes | None:
+        """The job's queue-position frame if its position is not ``sent`` (the one a stream sent last)."""
+        return self.position_frame if self.position_frame is not None and self.position != sent else None
+
     def park(self, cursor: int, text: bool, write: Write | None) -> Parked:
         """Park a stream that has sent everything up to ``cursor`` (with the text of pages if ``text``):
         the next deliveries give it their events through ``write``, until one cannot (then, or at a

@@ -246,9 +246,10 @@ async def job_events(hub: Hub, job: Job, position: int | None, after: int, text:
                 hub.delivered["job"] += len(frames)
                 yield b"".join(frames)
                 continue
-            if not ended and channel.position_frame is not None and channel.position != sent_position:
+            position_frame = None if ended else channel.position_after(sent_position)
+            if position_frame is not None:
                 sent_position = channel.position
-                frames.append(channel.position_frame)
+                frames.append(position_frame)
             hub.delivered["job"] += len(frames)
             yield b"".join(frames)  # an empty chunk too: the writer decides on a heartbeat
             if ended or channel.removed or hub.closing:
@@ -256,7 +257,7 @@ async def job_events(hub: Hub, job: Job, position: int | None, after: int, text:
             if time.monotonic() >= deadline:  # no timer per stream: the hub rouses each every AGE_TICK s
                 yield _RECONNECT_SOON % random.randint(50, 500)
                 return
-            if channel.newest > cursor or (channel.position_frame is not None and channel.position != sent_position):
+            if channel.newest > cursor or channel.position_after(sent_position) is not None:
                 continue  # news came while the store was read or the chunk was sent: no parking with news
             parked = channel.park(cursor, text, write)
             await parked.future  # resolved when the hub cannot give the stream its news by a write
