@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import os
 import re
+import signal
 import sqlite3
 import threading
 import time
@@ -82,6 +84,29 @@ def test_metrics_are_protected_like_the_api(make_server: type[Server]) -> None:
         assert client.get("/metrics").status_code == 401
         assert client.get("/metrics", headers={"Authorization": f"Bearer {USER}"}).status_code == 403
     assert "pagestream_jobs_submitted_total" in str(scrape(server, Authorization=f"Bearer {ADMIN}"))
+
+
+def test_the_event_loop_s_lag_is_measured_and_a_stalled_loop_shows(make_server: type[Server]) -> None:
+    server = make_server()
+    assert server.process is not None
+
+    def lagging(figures: dict[tuple[str, tuple[tuple[str, str], ...]], float], over: str) -> float:
+        return (value(figures, "pagestream_event_loop_lag_seconds_count")
+                - value(figures, "pagestream_event_loop_lag_seconds_bucket", le=over))
+
+    time.sleep(1.0)
+    before = scrape(server)
+    assert value(before, "pagestream_event_loop_lag_seconds_count") >= 5  # sampled every 100 ms
+    # Stop the whole server for 0.3 s, as a loop held by blocking work would be: the sample
+    # that straddles the stop comes that much late.
+    os.kill(server.process.pid, signal.SIGSTOP)
+    time.sleep(0.3)
+    os.kill(server.process.pid, signal.SIGCONT)
+    time.sleep(0.3)
+    after = scrape(server)
+    assert lagging(after, "0.1") - lagging(before, "0.1") >= 1
+    lag = "pagestream_event_loop_lag_seconds_sum"
+    assert value(after, lag) - value(before, lag) >= 0.15
 
 
 def test_logs_are_json_lines_with_request_ids_and_never_a_key_or_document_text(make_server: type[Server]) -> None:

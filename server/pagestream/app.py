@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -157,6 +158,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True, api
         store.listen(foreign)
         if run_worker:
             worker.start()
+        lag_probe = asyncio.create_task(metrics.watch_loop_lag())
         # Everything made so far lives as long as the server: out of the collector's way, so that a
         # full collection looks only at what came later (with the modules and app in it, one took
         # 37 ms of the event loop while 200 watchers opened a running job's stream).
@@ -172,6 +174,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True, api
         try:
             yield
         finally:
+            lag_probe.cancel()
             await worker.stop()
             await janitor.stop()
             await hub.close()

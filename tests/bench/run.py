@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import hashlib
 import json
@@ -869,6 +870,23 @@ def bench_b4(workdir: Path, quick: bool) -> dict[str, Any]:
 # -- B5
 
 
+def loop_lag_histogram(port: int) -> dict[float, float]:
+    """The server's own ``pagestream_event_loop_lag_seconds``: samples at or under each bound (seconds)."""
+    _, text = http("GET", port, "/metrics")
+    counts = {}
+    for line in text.decode().splitlines():
+        if line.startswith("pagestream_event_loop_lag_seconds_bucket{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            counts[float(bound)] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def p99_bound_ms(counts: dict[float, float]) -> float | None:
+    """The smallest bound of the histogram under which 99 % of its samples are."""
+    total = counts.get(float("inf"), 0)
+    return next((bound * 1000 for bound, n in sorted(counts.items()) if total and n >= 0.99 * total), None)
+
+
 def bench_b5(workdir: Path, quick: bool) -> dict[str, Any]:
     lag_log = workdir / "b5-lag.log"
     lag_log.unlink(missing_ok=True)
@@ -887,13 +905,20 @@ def bench_b5(workdir: Path, quick: bool) -> dict[str, Any]:
     all_open = []  # when the 200th stream of each job was open
     loop_waits = []  # seconds the loop thread was runnable but waited for a CPU, per job
     idle_waits = []  # the same, per idle window
+    # The same lag by the server's own metric (sampled every 100 ms into buckets), over the same windows.
+    own_busy: collections.Counter[float] = collections.Counter()
+    own_idle: collections.Counter[float] = collections.Counter()
     try:
         for _ in range(reps):
+            own_idle.subtract(loop_lag_histogram(server.port))
             idle_from, waited = time.time(), run_queue_wait(server.pid)
             probe = load(server.port, 1, 1, "GET", "/healthz", b"", 2.0, 10**9, idle_from, 0.05)
             idle_health += collect(probe)[0]
             idle_windows.append((idle_from + 0.5, time.time()))
             idle_waits.append(run_queue_wait(server.pid) - waited)
+            after_idle = loop_lag_histogram(server.port)
+            own_idle.update(after_idle)
+            own_busy.subtract(after_idle)
             job_id = submit(server.port, document, "thousand.pdf")["id"]
             fleet = Fleet(server.port, f"/api/v1/jobs/{job_id}/events", 200)
             probe = load(server.port, 1, 1, "GET", "/healthz", b"", 600, 10**9, time.time(), 0.05)
@@ -903,6 +928,7 @@ def bench_b5(workdir: Path, quick: bool) -> dict[str, Any]:
                 waited = run_queue_wait(server.pid)
                 done = wait_job(server.port, job_id, {"completed", "failed", "cancelled"}, poll=0.25)
                 loop_waits.append(run_queue_wait(server.pid) - waited)
+                own_busy.update(loop_lag_histogram(server.port))
             finally:
                 fleet.close()
             # the probe runs until its time is up: stop it by killing its process once the job ended
@@ -932,6 +958,8 @@ def bench_b5(workdir: Path, quick: bool) -> dict[str, Any]:
         "streams_open_after_s": [o - a for o, (a, _, _) in zip(all_open, intervals)],
         "idle_healthz_p99_ms": _s_ms(percentile(idle_health, 99)),
         "loop_cpu_wait_s": loop_waits, "idle_loop_cpu_wait_s": idle_waits,
+        "metric_busy_samples": own_busy[float("inf")], "metric_busy_lag_p99_at_most_ms": p99_bound_ms(own_busy),
+        "metric_idle_samples": own_idle[float("inf")], "metric_idle_lag_p99_at_most_ms": p99_bound_ms(own_idle),
     }
     log(f"  lag p99: busy {result['busy_lag_p99_ms']} ms ({len(busy)} samples; once all streams were open "
         f"{result['steady_lag_p99_ms']} ms, {len(steady)} samples), idle {result['idle_lag_p99_ms']} ms "
@@ -1171,6 +1199,9 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
         b = results["B5"]
         row("B5", "event-loop lag p99 ms, 1,000-page job + 200 streams", b["busy_lag_p99_ms"], b["idle_lag_p99_ms"],
             _div(b["busy_lag_p99_ms"], b["idle_lag_p99_ms"]), "≤ 5 ms", b["busy_lag_p99_ms"] <= 5)
+        if b.get("metric_busy_lag_p99_at_most_ms") is not None:
+            row("B5", "the same by the server's /metrics: the p99 is at most (ms)", b["metric_busy_lag_p99_at_most_ms"],
+                b["metric_idle_lag_p99_at_most_ms"], None, "(info)", None)
         if b.get("steady_lag_p99_ms") is not None:
             row("B5", "the same, once all 200 streams are open", b["steady_lag_p99_ms"], b["idle_lag_p99_ms"],
                 _div(b["steady_lag_p99_ms"], b["idle_lag_p99_ms"]), "(info)", None)
