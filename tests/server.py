@@ -229,6 +229,17 @@ def wait_for_state(client: httpx.Client, job_id: str, states: set[str], timeout:
         time.sleep(0.05)
 
 
+def proc_status(pid: int) -> dict[str, int]:
+    """The kB figures of /proc/<pid>/status (VmRSS, VmHWM, VmPeak, ...)."""
+    figures = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            if value.strip().endswith("kB"):
+                figures[name] = int(value.split()[0])
+    return figures
+
+
 def scrape(server: Server, **headers: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every figure of ``/metrics``, by name and labels (read with ``value``)."""
     with server.client(headers=headers) as client:

@@ -31,7 +31,7 @@ import pytest
 
 from .corpus import CORPUS, require_corpus
 from .hostile import DOCUMENT_FAILURES, Case, fat_directory_zip, hostile_cases, many_pages_pdf
-from .server import ROOT, Server, read_events, running_server, wait_for_state
+from .server import ROOT, Server, proc_status, read_events, running_server, wait_for_state
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -50,17 +50,6 @@ SETTINGS = {"child_memory_mb": CHILD_MEMORY_MB, "page_timeout": 10, "job_timeout
 SERVER_RSS_LIMIT_MB = 100
 #: Every job together may take this long (the 10,000 pages take ~6 s, the bombs ~2-6 s each).
 RUN_DEADLINE = 240.0
-
-
-def _status(pid: int) -> dict[str, int]:
-    """The kB figures of /proc/<pid>/status (VmRSS, VmHWM, VmPeak, ...)."""
-    figures = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            name, _, value = line.partition(":")
-            if value.strip().endswith("kB"):
-                figures[name] = int(value.split()[0])
-    return figures
 
 
 def _child_pids(pid: int) -> list[int]:
@@ -153,10 +142,10 @@ class Probe:
     def _memory(self) -> None:
         while not self.stop.is_set():
             with contextlib.suppress(OSError):
-                self.rss.append(_status(self.pid)["VmRSS"])
+                self.rss.append(proc_status(self.pid)["VmRSS"])
             for child in _child_pids(self.pid):
                 with contextlib.suppress(OSError, KeyError):
-                    peak = _status(child)["VmPeak"]
+                    peak = proc_status(child)["VmPeak"]
                     limit = self.children.get(child, (0, None))[1] or _address_space_limit(child)
                     self.children[child] = (max(peak, self.children.get(child, (0, None))[0]), limit)
             self.stop.wait(0.02)
@@ -212,11 +201,11 @@ def hostile_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                     continue
                 finished[name] = job_id
             # The figure for the hostile input itself; reading the answers below has its own test.
-            peak = _status(server.process.pid)["VmHWM"] if server.process else 0
+            peak = proc_status(server.process.pid)["VmHWM"] if server.process else 0
             for name, job_id in finished.items():
                 probe.phase(f"reading every answer about {name}")
                 outcomes[name] = _gather(client, job_id)
-            after_reading = _status(server.process.pid)["VmHWM"] if server.process else 0
+            after_reading = proc_status(server.process.pid)["VmHWM"] if server.process else 0
             yield Run(server, outcomes, probe.health, peak, after_reading, probe.rss, probe.children,
                       time.monotonic() - started, probe.during)
     finally:
@@ -321,7 +310,7 @@ def test_one_page_of_100_mb_of_text_does_not_balloon_the_server(make_server: typ
         job = client.post("/api/v1/jobs", content=b"x" * (100 << 20) + b"\f", params={"filename": "one-page.txt"})
         assert job.status_code == 202, job.text
         done = wait_for_state(client, job.json()["id"], {"completed", "failed"}, timeout=90)
-    peak_mb = _status(pid)["VmHWM"] / 1024
+    peak_mb = proc_status(pid)["VmHWM"] / 1024
     print(f"one 100 MB page: {done['state']} {done.get('error')}, server VmHWM {peak_mb:.0f} MB")
     assert peak_mb < SERVER_RSS_LIMIT_MB, (
         f"one page of 100 MB of text took the server's RSS to {peak_mb:.0f} MB (job {done['state']})")
@@ -349,7 +338,7 @@ def test_sniffing_zips_with_large_directories_keeps_the_server_small(make_server
         thread.start()
     for thread in uploads:
         thread.join(90)
-    peak_mb = _status(pid)["VmHWM"] / 1024
+    peak_mb = proc_status(pid)["VmHWM"] / 1024
     print(f"six uploads of a zip with a 13 MB directory: {statuses}, server VmHWM {peak_mb:.0f} MB")
     assert len(statuses) == 6 and set(statuses) <= {202, 415}, statuses
     assert peak_mb < SERVER_RSS_LIMIT_MB, f"six zip directories took the server's RSS to {peak_mb:.0f} MB"
@@ -382,7 +371,7 @@ def test_replaying_a_long_log_with_page_text_keeps_the_server_small(make_server:
         thread.start()
     for thread in readers:
         thread.join(60)
-    growth_mb = (_status(pid)["VmHWM"] - baseline_kb) / 1024
+    growth_mb = (proc_status(pid)["VmHWM"] - baseline_kb) / 1024
     print(f"four ?text=1 replays of 10,000 events ({sizes[0] if sizes else 0} bytes each): "
           f"the server's peak RSS grew {growth_mb:.0f} MB")
     assert len(sizes) == 4 and len(set(sizes)) == 1, sizes
@@ -393,4 +382,4 @@ def _reset_peak(pid: int) -> int:
     """Reset the process's VmHWM to its current RSS (Linux: ``5`` to clear_refs); the RSS in kB."""
     with contextlib.suppress(OSError), open(f"/proc/{pid}/clear_refs", "w") as clear:
         clear.write("5")
-    return _status(pid)["VmRSS"]
+    return proc_status(pid)["VmRSS"]

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from .docs import make_pdf
-from .server import Event, Server, read_events, scrape, value, wait_for_state
+from .server import Event, Server, proc_status, read_events, scrape, value, wait_for_state
 
 pytestmark = pytest.mark.stores("sqlite", "postgresql")
 
@@ -417,6 +418,48 @@ def test_the_global_stream_syncs_then_sends_changes(make_server: type[Server]) -
     assert done["id"] in {j["id"] for j in seen[0].data["jobs"]}
     states = [j["state"] for e in seen[1:] for j in e.data["jobs"] if j["id"] == holder["id"]]
     assert states[-1] == "completed" and "running" in states
+
+
+@pytest.mark.stores("sqlite")
+def test_dashboards_opening_together_on_a_deep_queue_share_one_sync_and_keep_no_copy_each(
+    make_server: type[Server],
+) -> None:
+    # 6,000 queued jobs make a sync of about 4 MB. Each of the stalled clients below reads nothing
+    # through a small window, so what the server has not written yet stays in the server: a whole
+    # copy of the sync per stream (several hundred MB), or only the piece being written.
+    queued, stalled = 6000, 40
+    server = make_server(settings={"max_queued_per_caller": queued}, env={"PAGESTREAM_FAULT_PAGE_DELAY": "60"})
+    assert server.process is not None
+    with server.client() as client:
+        blocker = client.post("/api/v1/jobs", content=b"one\ftwo", headers={"content-type": "text/plain"}).json()
+        wait_for_state(client, blocker["id"], {"running"})  # its pages stall: the queue stays as it is
+        for start in range(0, queued, 100):
+            files = [("file", (f"q{start + i}.txt", b"a queued job", "text/plain")) for i in range(100)]
+            assert client.post("/api/v1/jobs", files=files).status_code == 202
+        before_kb = proc_status(server.process.pid)["VmRSS"]
+        sockets = []
+        try:
+            for _ in range(stalled):
+                stuck = socket.socket()
+                stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+                stuck.connect(("127.0.0.1", server.port))
+                stuck.sendall(b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+                sockets.append(stuck)
+            wait_until(lambda: value(scrape(server), "pagestream_open_streams", kind="global") == stalled, 60,
+                       "the stalled clients' streams did not open")
+            time.sleep(1.0)  # each has written what its connection takes
+            grown_mb = (proc_status(server.process.pid)["VmRSS"] - before_kb) / 1024
+            # A client that reads gets the whole sync, every job in it, while the others stall.
+            with client.stream("GET", "/api/v1/events") as response:
+                sync = next(read_events(response))
+            size_mb = len(orjson.dumps(sync.data)) / 2**20
+        finally:
+            for stuck in sockets:
+                stuck.close()
+    assert sync.type == "sync"
+    assert len({j["id"] for j in sync.data["jobs"] if j["state"] == "queued"}) == queued
+    assert size_mb > 3
+    assert grown_mb < stalled * size_mb / 4, (grown_mb, size_mb)
 
 
 def open_job_streams(server: Server) -> float:
