@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -437,29 +439,61 @@ def test_dashboards_opening_together_on_a_deep_queue_share_one_sync_and_keep_no_
             files = [("file", (f"q{start + i}.txt", b"a queued job", "text/plain")) for i in range(100)]
             assert client.post("/api/v1/jobs", files=files).status_code == 202
         before_kb = proc_status(server.process.pid)["VmRSS"]
-        sockets = []
-        try:
-            for _ in range(stalled):
-                stuck = socket.socket()
-                stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
-                stuck.connect(("127.0.0.1", server.port))
-                stuck.sendall(b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
-                sockets.append(stuck)
-            wait_until(lambda: value(scrape(server), "pagestream_open_streams", kind="global") == stalled, 60,
-                       "the stalled clients' streams did not open")
-            time.sleep(1.0)  # each has written what its connection takes
+        with stalled_clients(server, "/api/v1/events", stalled, "global"):
             grown_mb = (proc_status(server.process.pid)["VmRSS"] - before_kb) / 1024
             # A client that reads gets the whole sync, every job in it, while the others stall.
             with client.stream("GET", "/api/v1/events") as response:
                 sync = next(read_events(response))
             size_mb = len(orjson.dumps(sync.data)) / 2**20
-        finally:
-            for stuck in sockets:
-                stuck.close()
     assert sync.type == "sync"
     assert len({j["id"] for j in sync.data["jobs"] if j["state"] == "queued"}) == queued
     assert size_mb > 3
     assert grown_mb < stalled * size_mb / 4, (grown_mb, size_mb)
+
+
+@pytest.mark.stores("sqlite")
+def test_watchers_catching_up_on_a_long_text_keep_no_copy_of_it_each(make_server: type[Server]) -> None:
+    # A finished job of 2,000 pages of 3 KB: a text stream from the start has 6 MB to send.
+    pages, stalled = 2000, 40
+    server = make_server()
+    assert server.process is not None
+    body = "\f".join(f"page {i} " + "lorem ipsum dolor " * 170 for i in range(1, pages + 1)).encode()
+    with server.client() as client:
+        response = client.post("/api/v1/jobs", content=body, headers={"content-type": "text/plain"})
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+        wait_for_state(client, job_id, {"completed"})
+        before_kb = proc_status(server.process.pid)["VmRSS"]
+        with stalled_clients(server, f"/api/v1/jobs/{job_id}/events?text=1", stalled, "job"):
+            grown_mb = (proc_status(server.process.pid)["VmRSS"] - before_kb) / 1024
+            events = stream(client, job_id, text="1")
+    texts = [e.data["page"]["text"] for e in events if e.type == "page"]
+    assert [t.split()[1] for t in texts] == [str(i) for i in range(1, pages + 1)]
+    size_mb = sum(len(t) for t in texts) / 2**20
+    assert size_mb > 5
+    assert grown_mb < stalled * size_mb / 4, (grown_mb, size_mb)
+
+
+@contextlib.contextmanager
+def stalled_clients(server: Server, path: str, count: int, kind: str, settle: float = 1.0) -> Iterator[None]:
+    """``count`` clients that ask for the stream at ``path`` and read nothing, through a small window so
+    that the server soon has more to write than their connections take; open, and given ``settle``
+    seconds to write what their connections take, once this yields."""
+    sockets = []
+    try:
+        for _ in range(count):
+            stuck = socket.socket()
+            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+            stuck.connect(("127.0.0.1", server.port))
+            stuck.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            sockets.append(stuck)
+        wait_until(lambda: value(scrape(server), "pagestream_open_streams", kind=kind) == count, 60,
+                   "the stalled clients' streams did not open")
+        time.sleep(settle)
+        yield
+    finally:
+        for stuck in sockets:
+            stuck.close()
 
 
 def open_job_streams(server: Server) -> float:
@@ -500,19 +534,12 @@ def test_a_watcher_that_stops_reading_is_cut_after_send_timeout_and_the_others_g
         response = client.post("/api/v1/jobs", content=body, headers={"content-type": "text/plain"})
         assert response.status_code == 202, response.text
         job_id = response.json()["id"]
-        stuck = socket.socket()
-        try:
-            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
-            stuck.connect(("127.0.0.1", server.port))
-            stuck.sendall(f"GET /api/v1/jobs/{job_id}/events?text=1 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            wait_until(lambda: open_job_streams(server) == 1, 10, "the stuck client's stream did not open")
+        with stalled_clients(server, f"/api/v1/jobs/{job_id}/events?text=1", 1, "job", settle=0):
             events = stream(client, job_id, text="1")
             assert [e.data["page"]["number"] for e in events if e.type == "page"] == list(range(1, pages + 1))
             assert events[-1].type == "completed"
             wait_until(lambda: open_job_streams(server) == 0, 15, "the stream of a client that reads nothing "
                        "stayed open")
-        finally:
-            stuck.close()
 
 
 @pytest.mark.stores("sqlite")

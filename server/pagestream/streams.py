@@ -4,14 +4,15 @@ A per-job stream sends a ``snapshot`` (the job now, no id), then every event of 
 log after ``Last-Event-ID`` / ``?after=`` in order, each with its id, and follows live
 events until the terminal one. Replay and live delivery are one loop: take the events after
 the cursor — from the hub's ring when it reaches back far enough, else from the store — and
-send them in one write; then park at the channel's end, where the hub writes the next events
-straight to the connection while it takes them without waiting, and wakes the stream's task
-when it does not (see hub.Channel.park). A slow client only falls behind in the log: nothing
-is queued for it.
+send them together, in writes of up to PIECE bytes each; then park at the channel's end, where
+the hub writes the next events straight to the connection while it takes them without
+waiting, and wakes the stream's task when it does not (see hub.Channel.park). A slow client
+only falls behind in the log: nothing is queued for it, and what it has not read yet is one
+piece (or one frame, if that is longer).
 
-The global stream sends a ``sync`` frame (every job the caller may see) and then the hub's
-coalesced ``jobs`` frames; a stream that falls behind the hub's short frame log is sent a
-fresh ``sync``.
+The global stream sends a ``sync`` frame (every job the caller may see; streams that start
+together share one, see hub.Hub.global_sync) and then the hub's coalesced ``jobs`` frames; a
+stream that falls behind the hub's short frame log is sent a fresh ``sync``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import asyncio
 import itertools
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import orjson
@@ -36,10 +37,12 @@ from .store import encode_frame
 REPLAY_BATCH = 5000
 # Finished jobs the global stream's sync frame carries besides every unfinished one.
 SYNC_RECENT = 1000
-# A sync frame goes out in pieces of this size, each written once the connection has taken the one
-# before: the frame is shared by the streams that start together, and written whole, each stream's
-# connection would keep a copy of it (6.9 MB with 10,000 queued jobs) until its client had read it.
-SYNC_PIECE = 64 * 1024
+# What a stream has to send goes out in chunks of at most about this size (a longer frame is a chunk
+# of its own), each written once the connection has taken the one before: a chunk that the client
+# has not read yet stays in the server. Written whole, a global stream's sync (6.9 MB with 10,000
+# queued jobs) or a text stream's catch-up (40 that read nothing, on a finished job of 2,000 pages
+# of 3 KB: 511 MB) stayed there entire, a copy per stream. asyncio's transports pause at 64 KB too.
+PIECE = 64 * 1024
 
 
 def event_stream_response(hub: Hub, caller: str, kind: str,
@@ -203,6 +206,19 @@ async def _wait(waiter: asyncio.Future[None], deadline: float) -> bool:
     return True
 
 
+def _pieces(frames: list[bytes]) -> Iterator[bytes]:
+    """``frames`` joined into chunks of at most about PIECE bytes; no frames, one empty chunk."""
+    piece: list[bytes] = []
+    size = 0
+    for frame in frames:
+        if piece and size + len(frame) > PIECE:
+            yield b"".join(piece)
+            piece, size = [], 0
+        piece.append(frame)
+        size += len(frame)
+    yield b"".join(piece)
+
+
 def _retry_frame(hub: Hub) -> bytes:
     # Jittered, so that after a restart the clients do not all come back in the same instant.
     base = hub.settings.retry_ms
@@ -254,14 +270,16 @@ async def job_events(hub: Hub, job: Job, position: int | None, after: int, text:
             if from_store and events and not ended:
                 # Look again before parking: a longer replay goes on with the next batch.
                 hub.delivered["job"] += len(frames)
-                yield b"".join(frames)
+                for chunk in _pieces(frames):
+                    yield chunk
                 continue
             position_frame = None if ended else channel.position_after(sent_position)
             if position_frame is not None:
                 sent_position = channel.position
                 frames.append(position_frame)
             hub.delivered["job"] += len(frames)
-            yield b"".join(frames)  # an empty chunk too: the writer decides on a heartbeat
+            for chunk in _pieces(frames):  # an empty chunk too: the writer decides on a heartbeat
+                yield chunk
             if ended or channel.removed or hub.closing:
                 return
             if time.monotonic() >= deadline:  # no timer per stream: the hub rouses each every AGE_TICK s
@@ -289,8 +307,8 @@ async def global_events(hub: Hub, scope: str | None) -> AsyncIterator[bytes]:
             if first:
                 yield _retry_frame(hub)
                 first = False
-            for start in range(0, len(sync), SYNC_PIECE):
-                yield sync[start:start + SYNC_PIECE]
+            for start in range(0, len(sync), PIECE):
+                yield sync[start:start + PIECE]
         else:
             if frames:
                 version = frames[-1][0]
