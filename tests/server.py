@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,6 +227,31 @@ def wait_for_state(client: httpx.Client, job_id: str, states: set[str], timeout:
         if time.monotonic() > deadline:
             raise TimeoutError(f"job {job_id} is still {job['state']} after {timeout} s")
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def stalled_clients(server: Server, path: str, count: int, ready: Callable[[], bool],
+                    settle: float = 1.0) -> Iterator[None]:
+    """``count`` clients that GET ``path`` and read nothing, through a small window so that the server
+    soon has more to send than their connections take. This yields once ``ready()`` (their requests
+    are being answered) and ``settle`` seconds more, in which the server writes what it can."""
+    sockets = []
+    try:
+        for _ in range(count):
+            stuck = socket.socket()
+            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+            stuck.connect(("127.0.0.1", server.port))
+            stuck.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            sockets.append(stuck)
+        deadline = time.monotonic() + 60
+        while not ready():
+            assert time.monotonic() < deadline, f"the stalled clients of {path} were not answered"
+            time.sleep(0.05)
+        time.sleep(settle)
+        yield
+    finally:
+        for stuck in sockets:
+            stuck.close()
 
 
 def proc_status(pid: int) -> dict[str, int]:

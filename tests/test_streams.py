@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,7 @@ import orjson
 import pytest
 
 from .docs import make_pdf
-from .server import Event, Server, proc_status, read_events, scrape, value, wait_for_state
+from .server import Event, Server, proc_status, read_events, scrape, stalled_clients, value, wait_for_state
 
 pytestmark = pytest.mark.stores("sqlite", "postgresql")
 
@@ -439,7 +437,7 @@ def test_dashboards_opening_together_on_a_deep_queue_share_one_sync_and_keep_no_
             files = [("file", (f"q{start + i}.txt", b"a queued job", "text/plain")) for i in range(100)]
             assert client.post("/api/v1/jobs", files=files).status_code == 202
         before_kb = proc_status(server.process.pid)["VmRSS"]
-        with stalled_clients(server, "/api/v1/events", stalled, "global"):
+        with stalled_clients(server, "/api/v1/events", stalled, lambda: open_streams(server, "global") == stalled):
             grown_mb = (proc_status(server.process.pid)["VmRSS"] - before_kb) / 1024
             # A client that reads gets the whole sync, every job in it, while the others stall.
             with client.stream("GET", "/api/v1/events") as response:
@@ -464,7 +462,8 @@ def test_watchers_catching_up_on_a_long_text_keep_no_copy_of_it_each(make_server
         job_id = response.json()["id"]
         wait_for_state(client, job_id, {"completed"})
         before_kb = proc_status(server.process.pid)["VmRSS"]
-        with stalled_clients(server, f"/api/v1/jobs/{job_id}/events?text=1", stalled, "job"):
+        with stalled_clients(server, f"/api/v1/jobs/{job_id}/events?text=1", stalled,
+                             lambda: open_streams(server, "job") == stalled):
             grown_mb = (proc_status(server.process.pid)["VmRSS"] - before_kb) / 1024
             events = stream(client, job_id, text="1")
     texts = [e.data["page"]["text"] for e in events if e.type == "page"]
@@ -474,30 +473,12 @@ def test_watchers_catching_up_on_a_long_text_keep_no_copy_of_it_each(make_server
     assert grown_mb < stalled * size_mb / 4, (grown_mb, size_mb)
 
 
-@contextlib.contextmanager
-def stalled_clients(server: Server, path: str, count: int, kind: str, settle: float = 1.0) -> Iterator[None]:
-    """``count`` clients that ask for the stream at ``path`` and read nothing, through a small window so
-    that the server soon has more to write than their connections take; open, and given ``settle``
-    seconds to write what their connections take, once this yields."""
-    sockets = []
-    try:
-        for _ in range(count):
-            stuck = socket.socket()
-            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
-            stuck.connect(("127.0.0.1", server.port))
-            stuck.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            sockets.append(stuck)
-        wait_until(lambda: value(scrape(server), "pagestream_open_streams", kind=kind) == count, 60,
-                   "the stalled clients' streams did not open")
-        time.sleep(settle)
-        yield
-    finally:
-        for stuck in sockets:
-            stuck.close()
+def open_streams(server: Server, kind: str) -> float:
+    return value(scrape(server), "pagestream_open_streams", kind=kind)
 
 
 def open_job_streams(server: Server) -> float:
-    return value(scrape(server), "pagestream_open_streams", kind="job")
+    return open_streams(server, "job")
 
 
 def wait_until(check: Any, timeout: float, what: str) -> None:
@@ -534,7 +515,8 @@ def test_a_watcher_that_stops_reading_is_cut_after_send_timeout_and_the_others_g
         response = client.post("/api/v1/jobs", content=body, headers={"content-type": "text/plain"})
         assert response.status_code == 202, response.text
         job_id = response.json()["id"]
-        with stalled_clients(server, f"/api/v1/jobs/{job_id}/events?text=1", 1, "job", settle=0):
+        with stalled_clients(server, f"/api/v1/jobs/{job_id}/events?text=1", 1, lambda: open_job_streams(server) == 1,
+                             settle=0):
             events = stream(client, job_id, text="1")
             assert [e.data["page"]["number"] for e in events if e.type == "page"] == list(range(1, pages + 1))
             assert events[-1].type == "completed"

@@ -1078,12 +1078,14 @@ class Store:
 
         await self.write(write)
 
-    async def pages(self, job_id: str, with_text: bool = True) -> list[PageRow]:
+    async def pages(self, job_id: str, after: int, limit: int) -> list[PageRow]:
+        """The job's pages numbered above ``after``, in order, at most ``limit`` of them."""
+
         def read(conn: Connection) -> list[PageRow]:
             rows = conn.execute(
-                "SELECT number, chars, words, ms, method, error, " + ("text" if with_text else "''")
-                + " FROM pages WHERE job_id = ? ORDER BY number",
-                (job_id,),
+                "SELECT number, chars, words, ms, method, error, text FROM pages "
+                "WHERE job_id = ? AND number > ? ORDER BY number LIMIT ?",
+                (job_id, after, limit),
             ).fetchall()
             return [PageRow(*r) for r in rows]
 
