@@ -254,6 +254,17 @@ def stalled_clients(server: Server, path: str, count: int, ready: Callable[[], b
             stuck.close()
 
 
+def finished_long_text(client: httpx.Client, pages: int) -> tuple[str, bytes]:
+    """A completed plain-text job of ``pages`` pages of about 3 KB ("page N lorem ipsum ..."): its id
+    and what was uploaded."""
+    body = "\f".join(f"page {i} " + "lorem ipsum dolor " * 170 for i in range(1, pages + 1)).encode()
+    response = client.post("/api/v1/jobs", content=body, headers={"content-type": "text/plain"})
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["id"]
+    wait_for_state(client, job_id, {"completed"})
+    return job_id, body
+
+
 def proc_status(pid: int) -> dict[str, int]:
     """The kB figures of /proc/<pid>/status (VmRSS, VmHWM, VmPeak, ...)."""
     figures = {}
@@ -280,3 +291,8 @@ def scrape(server: Server, **headers: str) -> dict[tuple[str, tuple[tuple[str, s
 
 def value(figures: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
     return figures.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def metric(server: Server, name: str, **labels: str) -> float:
+    """One figure of the server's ``/metrics`` now."""
+    return value(scrape(server), name, **labels)

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from .docs import make_epub, make_pdf
-from .server import Server, proc_status, read_events, scrape, stalled_clients, value, wait_for_state
+from .server import Server, finished_long_text, metric, proc_status, read_events, stalled_clients, wait_for_state
 
 pytestmark = pytest.mark.stores("sqlite", "postgresql")
 
@@ -345,16 +345,12 @@ def test_a_long_result_goes_out_as_it_is_read_and_slow_downloads_hold_little_of_
     pages, stalled = 5000, 20
     server = make_server()
     assert server.process is not None
-    body = "\f".join(f"page {i} " + "lorem ipsum dolor " * 170 for i in range(1, pages + 1)).encode()
     with server.client() as client:
-        response = client.post("/api/v1/jobs", content=body, headers={"content-type": "text/plain"})
-        assert response.status_code == 202, response.text
-        job_id = response.json()["id"]
-        wait_for_state(client, job_id, {"completed"})
+        job_id, _ = finished_long_text(client, pages)
 
         def answered() -> float:
-            return value(scrape(server), "pagestream_http_request_duration_seconds_count",
-                         route="/api/v1/jobs/{job_id}/result")
+            return metric(server, "pagestream_http_request_duration_seconds_count",
+                          route="/api/v1/jobs/{job_id}/result")
 
         before_kb = proc_status(server.process.pid)["VmRSS"]
         with stalled_clients(server, f"/api/v1/jobs/{job_id}/result", stalled, lambda: answered() == stalled):
@@ -375,10 +371,8 @@ def test_a_result_whose_job_is_deleted_while_it_is_sent_is_cut_short_not_ended_a
     make_server: type[Server],
 ) -> None:
     server = make_server()
-    body = "\f".join(f"page {i} " + "lorem ipsum dolor " * 170 for i in range(1, 5001)).encode()
     with server.client() as client:
-        job_id = client.post("/api/v1/jobs", content=body, headers={"content-type": "text/plain"}).json()["id"]
-        wait_for_state(client, job_id, {"completed"})
+        job_id, body = finished_long_text(client, 5000)
         with socket.create_connection(("127.0.0.1", server.port)) as reader:
             reader.sendall(f"GET /api/v1/jobs/{job_id}/result?format=text HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             received = reader.recv(65536)  # the answer has begun; the rest waits for this client

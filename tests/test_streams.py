@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from .docs import make_pdf
-from .server import Event, Server, proc_status, read_events, scrape, stalled_clients, value, wait_for_state
+from .server import Event, Server, finished_long_text, metric, proc_status, read_events, stalled_clients, wait_for_state
 
 pytestmark = pytest.mark.stores("sqlite", "postgresql")
 
@@ -455,12 +455,8 @@ def test_watchers_catching_up_on_a_long_text_keep_no_copy_of_it_each(make_server
     pages, stalled = 2000, 40
     server = make_server()
     assert server.process is not None
-    body = "\f".join(f"page {i} " + "lorem ipsum dolor " * 170 for i in range(1, pages + 1)).encode()
     with server.client() as client:
-        response = client.post("/api/v1/jobs", content=body, headers={"content-type": "text/plain"})
-        assert response.status_code == 202, response.text
-        job_id = response.json()["id"]
-        wait_for_state(client, job_id, {"completed"})
+        job_id, _ = finished_long_text(client, pages)
         before_kb = proc_status(server.process.pid)["VmRSS"]
         with stalled_clients(server, f"/api/v1/jobs/{job_id}/events?text=1", stalled,
                              lambda: open_streams(server, "job") == stalled):
@@ -474,7 +470,7 @@ def test_watchers_catching_up_on_a_long_text_keep_no_copy_of_it_each(make_server
 
 
 def open_streams(server: Server, kind: str) -> float:
-    return value(scrape(server), "pagestream_open_streams", kind=kind)
+    return metric(server, "pagestream_open_streams", kind=kind)
 
 
 def open_job_streams(server: Server) -> float:
