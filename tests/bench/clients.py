@@ -2,8 +2,8 @@
 
 Nothing here uses an HTTP library on the hot path: a subscriber is an ``asyncio.Protocol``
 that scans what it receives for ``\\nid: `` lines (SSE frames; chunked transfer framing in
-between does not matter, since a frame never spans two HTTP chunks and the scan only looks
-for ``\\nid: N\\n``), parses each event's ``at`` once per process, and records
+between does not matter, since a job stream's frame never spans two HTTP chunks and the scan
+only looks for ``\\nid: N\\n``), parses each event's ``at`` once per process, and records
 ``receive time - at`` for the events of the measuring window. Each process reports its own
 CPU time, so the client side's cost is visible next to the server's.
 
@@ -355,6 +355,47 @@ async def read_stream(host: str, port: int, path: str, on_event: Any = None, hea
     with contextlib.suppress(Exception):
         await writer.wait_closed()
     return {"status": status, "events": ids, "bytes": size, "seconds": elapsed, "first_byte_s": first_byte}
+
+
+def global_streams_process(host: str, port: int, count: int, pipe: Any) -> None:
+    """``count`` global streams opened at once, each read until its ``sync`` frame is whole; sends
+    ("synced", streams, seconds until the last was, bytes of each), and keeps them open until the
+    pipe says "close"."""
+    loop = new_loop()
+
+    async def synced() -> tuple[asyncio.StreamWriter, int]:
+        # A small buffer each: 500 streams that may each buffer 8 MB slowed this process down, and it
+        # then read more slowly than the server wrote.
+        reader, writer = await asyncio.open_connection(host, port, limit=1 << 16)
+        writer.write(f"GET /api/v1/events HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+        size, tail, in_sync = 0, b"", False  # only a few bytes are kept: a sync is megabytes
+        marker = b"\nevent: sync\n"
+        while True:
+            data = await reader.read(1 << 16)
+            if not data:
+                raise ConnectionError("the stream ended before its sync was whole")
+            size += len(data)
+            window = tail + data
+            if not in_sync:
+                at = window.find(marker)
+                if at < 0:
+                    tail = window[-len(marker):]
+                    continue
+                in_sync, window = True, window[at + len(marker):]
+            # The sync's own end. (Should chunk framing split its "\n\n", the next heartbeat ends it.)
+            if b"\n\n" in window:
+                return writer, size
+            tail = window[-1:]
+
+    async def main() -> None:
+        t0 = time.perf_counter()
+        done = await asyncio.gather(*(synced() for _ in range(count)))
+        pipe.send(("synced", len(done), time.perf_counter() - t0, [size for _, size in done]))
+        await loop.run_in_executor(None, pipe.recv)  # "close"
+        for writer, _ in done:
+            writer.close()
+
+    loop.run_until_complete(main())
 
 
 def frame_fields(frame: bytes) -> tuple[int | None, str | None, bytes]:
