@@ -473,10 +473,6 @@ def open_streams(server: Server, kind: str) -> float:
     return metric(server, "pagestream_open_streams", kind=kind)
 
 
-def open_job_streams(server: Server) -> float:
-    return open_streams(server, "job")
-
-
 def wait_until(check: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -492,8 +488,8 @@ def test_a_watcher_that_leaves_frees_its_stream_while_the_job_goes_on(make_serve
         with client.stream("GET", f"/api/v1/jobs/{job['id']}/events") as response:
             events = read_events(response)  # held: a generator let go closes the connection
             assert next(events).type == "snapshot"
-            assert open_job_streams(server) == 1
-        wait_until(lambda: open_job_streams(server) == 0, 10, "the stream stayed open after its client left")
+            assert open_streams(server, "job") == 1
+        wait_until(lambda: open_streams(server, "job") == 0, 10, "the stream stayed open after its client left")
         assert client.get(f"/api/v1/jobs/{job['id']}").json()["state"] == "running"
 
 
@@ -511,12 +507,12 @@ def test_a_watcher_that_stops_reading_is_cut_after_send_timeout_and_the_others_g
         response = client.post("/api/v1/jobs", content=body, headers={"content-type": "text/plain"})
         assert response.status_code == 202, response.text
         job_id = response.json()["id"]
-        with stalled_clients(server, f"/api/v1/jobs/{job_id}/events?text=1", 1, lambda: open_job_streams(server) == 1,
-                             settle=0):
+        with stalled_clients(server, f"/api/v1/jobs/{job_id}/events?text=1", 1,
+                             lambda: open_streams(server, "job") == 1, settle=0):
             events = stream(client, job_id, text="1")
             assert [e.data["page"]["number"] for e in events if e.type == "page"] == list(range(1, pages + 1))
             assert events[-1].type == "completed"
-            wait_until(lambda: open_job_streams(server) == 0, 15, "the stream of a client that reads nothing "
+            wait_until(lambda: open_streams(server, "job") == 0, 15, "the stream of a client that reads nothing "
                        "stayed open")
 
 

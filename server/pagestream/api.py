@@ -331,6 +331,10 @@ async def _result_pages(store: Store, job: Job) -> AsyncIterator[list[PageRow]]:
         raise RuntimeError(f"job {job.id} was deleted while its result was being sent")
 
 
+def _page_json(page: PageRow) -> bytes:
+    return orjson.dumps({**page.figures(), "text": page.text})
+
+
 async def _text_result(batches: AsyncIterator[list[PageRow]]) -> AsyncIterator[bytes]:
     first = True
     async for batch in batches:
@@ -341,7 +345,7 @@ async def _text_result(batches: AsyncIterator[list[PageRow]]) -> AsyncIterator[b
 
 async def _ndjson_result(batches: AsyncIterator[list[PageRow]]) -> AsyncIterator[bytes]:
     async for batch in batches:
-        yield b"".join(orjson.dumps({**p.figures(), "text": p.text}) + b"\n" for p in batch)
+        yield b"".join(_page_json(p) + b"\n" for p in batch)
 
 
 async def _json_result(head: bytes, batches: AsyncIterator[list[PageRow]]) -> AsyncIterator[bytes]:
@@ -349,7 +353,7 @@ async def _json_result(head: bytes, batches: AsyncIterator[list[PageRow]]) -> As
     yield head[:-1] + b',"pages":['
     first = True
     async for batch in batches:
-        rows = b",".join(orjson.dumps({**p.figures(), "text": p.text}) for p in batch)
+        rows = b",".join(_page_json(p) for p in batch)
         yield rows if first else b"," + rows
         first = False
     yield b"]}"

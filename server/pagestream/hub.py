@@ -539,7 +539,7 @@ class Hub:
         if entry is None or entry[0] != version:
             entry = self._syncs[scope] = (version, asyncio.ensure_future(read()))
 
-            def failed(made: asyncio.Future[bytes], entry: tuple[int, asyncio.Future[bytes]] = entry) -> None:
+            def failed(made: asyncio.Future[bytes]) -> None:
                 if (made.cancelled() or made.exception() is not None) and self._syncs.get(scope) is entry:
                     del self._syncs[scope]  # the next stream tries again
 

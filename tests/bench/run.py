@@ -280,18 +280,21 @@ class Fleet:
     """Subscriber processes (clients.subscribers_process), ``count`` streams over ``processes``."""
 
     def __init__(self, port: int, path: str, count: int, processes: int = 2) -> None:
-        ctx = multiprocessing.get_context("fork")
-        self.pipes = []
-        self.procs = []
+        self.pipes: list[Any] = []
+        self.procs: list[Any] = []
         shares = [count // processes + (1 if i < count % processes else 0) for i in range(processes)]
         for share in shares:
-            if not share:
-                continue
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=clients.subscribers_process, args=(HOST, port, path, share, child), daemon=True)
-            proc.start()
-            self.pipes.append(parent)
-            self.procs.append(proc)
+            if share:
+                self._start(clients.subscribers_process, HOST, port, path, share)
+
+    def _start(self, target: Any, *args: Any) -> None:
+        """One client process, ``target(*args, pipe)``."""
+        ctx = multiprocessing.get_context("fork")
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=target, args=(*args, child), daemon=True)
+        proc.start()
+        self.pipes.append(parent)
+        self.procs.append(proc)
 
     def connected(self, timeout: float = 300) -> dict[str, Any]:
         answers = [self._recv(p, timeout) for p in self.pipes]
@@ -1046,27 +1049,14 @@ def global_streams(server: Proc, count: int) -> dict[str, Any]:
     with open(f"/proc/{server.pid}/clear_refs", "w") as clear:  # the peak (VmHWM) from now on
         clear.write("5")
     cpu = server.cpu()
-    ctx = multiprocessing.get_context("fork")
-    pipes, procs = [], []
-    for share in (count // 2, count - count // 2):
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=clients.global_streams_process, args=(HOST, server.port, share, child), daemon=True)
-        proc.start()
-        pipes.append(parent)
-        procs.append(proc)
+    fleet = DashboardFleet(server.port, count)
     try:
-        answers = [Fleet._recv(pipe, 600) for pipe in pipes]
+        answers = fleet.synced()
         with open(f"/proc/{server.pid}/status") as status:
             peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
         rss = server.rss()
     finally:
-        for pipe in pipes:
-            with contextlib.suppress(OSError):
-                pipe.send("close")
-        for proc in procs:
-            proc.join(10)
-            if proc.is_alive():
-                proc.kill()
+        fleet.close()
     sizes = [size for answer in answers for size in answer[3]]
     return {"streams": sum(a[1] for a in answers), "synced_s": max(a[2] for a in answers),
             "sync_mb": min(sizes) / 2**20, "peak_rss_mb": peak / 2**20, "rss_mb": rss / 2**20,
@@ -1077,14 +1067,22 @@ class MultiJobFleet(Fleet):
     """One stream on each of the given jobs (B7: idle streams of queued jobs), 250 per process."""
 
     def __init__(self, port: int, job_ids: list[str]) -> None:  # noqa: D107
-        ctx = multiprocessing.get_context("fork")
         self.pipes, self.procs = [], []
         for start in range(0, len(job_ids), 250):
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_multi_subscribers, args=(port, job_ids[start:start + 250], child), daemon=True)
-            proc.start()
-            self.pipes.append(parent)
-            self.procs.append(proc)
+            self._start(_multi_subscribers, port, job_ids[start:start + 250])
+
+
+class DashboardFleet(Fleet):
+    """``count`` global streams over 2 processes (clients.global_streams_process), each read until its sync
+    is whole; ``synced`` waits for that."""
+
+    def __init__(self, port: int, count: int) -> None:  # noqa: D107
+        self.pipes, self.procs = [], []
+        for share in (count // 2, count - count // 2):
+            self._start(clients.global_streams_process, HOST, port, share)
+
+    def synced(self, timeout: float = 600) -> list[Any]:
+        return [self._recv(p, timeout) for p in self.pipes]
 
 
 def _multi_subscribers(port: int, job_ids: list[str], pipe: Any) -> None:
